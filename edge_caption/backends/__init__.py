@@ -1,0 +1,32 @@
+"""Backends, one small module each, chosen by name or by `backend="auto"` with the reason recorded."""
+from __future__ import annotations
+
+from ..bundle import Bundle
+from ..errors import BackendUnavailableError, OptionError
+from .base import Backend
+
+NAMES = ("auto", "tensorrt", "torch-cuda", "onnxruntime")
+
+# Backends that later issues add; until then asking for one by name says so plainly.
+_NOT_YET = {
+    "tensorrt": "the TensorRT backend is not part of this release yet; use backend=\"onnxruntime\"",
+    "torch-cuda": "the torch-cuda backend is not part of this release yet; use backend=\"onnxruntime\"",
+}
+
+
+def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None = 0) -> tuple[Backend, str]:
+    """The backend asked for (or the best one here under "auto"), and why it was chosen."""
+    if backend not in NAMES:
+        raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}")
+    if backend in _NOT_YET:
+        raise BackendUnavailableError(_NOT_YET[backend])
+    from .onnxruntime import OnnxRuntimeBackend
+
+    made = OnnxRuntimeBackend(bundle, device=device)
+    if backend == "onnxruntime":
+        return made, "asked for by name"
+    reasons = "; ".join(f"{name}: {why.split(';')[0]}" for name, why in _NOT_YET.items())
+    return made, f"onnxruntime ({', '.join(made.providers)}); skipped {reasons}"
+
+
+__all__ = ["Backend", "create_backend", "NAMES"]

@@ -1,0 +1,21 @@
+"""The short protocol every backend implements: load, encode, step, close."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Backend(Protocol):
+    name: str
+
+    def encode(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 [B,3,H,W] -> the encoder outputs the step reads (the manifest's `memory`), by name."""
+
+    def step(self, input_ids: np.ndarray, memory: dict[str, np.ndarray], state: dict[str, np.ndarray]
+             ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One decoder step: int64 [N,L] ids, memory and state keyed by step input name ->
+        (logits [N,V], the new state keyed by step *input* name, extra outputs by name)."""
+
+    def close(self) -> None:
+        """Release sessions and device memory; the backend is unusable afterwards."""

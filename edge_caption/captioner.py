@@ -1,0 +1,133 @@
+"""EdgeCaptioner: preprocess -> encode -> decode -> detokenize, over any backend."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .backends import create_backend
+from .bundle import Bundle
+from .decoding import decode
+from .errors import BundleNotFoundError, FrameError
+from .options import DecodeOptions, check_names
+from .preprocess import preprocess, to_rgb_uint8
+from .tokenizer import Detokenizer
+from .types import Caption
+
+DEFAULT_BUNDLE = Path(__file__).parent / "models" / "default.ecap"
+
+
+def default_bundle_path() -> Path:
+    if not (DEFAULT_BUNDLE / "manifest.json").is_file():
+        raise BundleNotFoundError(
+            f"the shipped default model is missing ({DEFAULT_BUNDLE}); reinstall edge-caption "
+            "(pip install --force-reinstall edge-caption) or pass a bundle made by `edge-caption export`"
+        )
+    return DEFAULT_BUNDLE
+
+
+class EdgeCaptioner:
+    """Caption frames with an engine bundle.
+
+    `engine`: a bundle directory made by `edge-caption export` (None: the shipped default model).
+    `backend`: "auto" | "tensorrt" | "torch-cuda" | "onnxruntime"; `backend_name` and
+    `backend_reason` say what "auto" chose and why. Keyword arguments set decoding defaults
+    (Hugging Face's names: num_beams, max_new_tokens, ...) over the bundle's own.
+    """
+
+    def __init__(self, engine: str | Path | None = None, *, backend: str = "auto", device: int = 0,
+                 **decoding_defaults: Any):
+        self.bundle = Bundle.open(engine if engine is not None else default_bundle_path())
+        manifest = self.bundle.manifest
+        check_names(decoding_defaults)
+        self.defaults = DecodeOptions.from_mapping(manifest.decoding).replace(**decoding_defaults)
+        self._detokenizer = Detokenizer(self.bundle.file(manifest.tokenizer.file),
+                                        manifest.tokenizer.clean_up_tokenization_spaces)
+        self._backend, self.backend_reason = create_backend(self.bundle, backend, device=device)
+        self.backend_name = self._backend.name
+
+    @property
+    def manifest(self):
+        return self.bundle.manifest
+
+    # ---- captioning ----------------------------------------------------------------------
+    def caption(self, frame: Any, *, color: str = "bgr", return_attention: bool = False, **decoding: Any) -> Caption:
+        """Caption one frame: an OpenCV BGR uint8 [H,W,3] array (or RGB with color="rgb", grayscale,
+        BGRA/RGBA, a PIL image, or an image path)."""
+        return self.caption_batch([frame], color=color, **decoding)[0]
+
+    def caption_batch(self, frames: Iterable[Any], *, color: str = "bgr", **decoding: Any) -> list[Caption]:
+        """Caption several frames in one encode and one decode."""
+        options = self.defaults.replace(**decoding)
+        start = time.perf_counter()
+        if isinstance(frames, np.ndarray) and frames.ndim < 4:
+            raise FrameError(f"caption_batch() takes a list of frames, got one array of shape {frames.shape}; "
+                             "use caption() for a single frame")
+        frames = list(frames)
+        if not frames:
+            raise FrameError("caption_batch() got no frames; pass a non-empty list of frames")
+        rgb = []
+        for i, frame in enumerate(frames):
+            try:
+                rgb.append(to_rgb_uint8(frame, color=color))
+            except FrameError as exc:
+                raise type(exc)(f"frame {i}: {exc}") if len(frames) > 1 else exc
+        pixels = preprocess(rgb, self.manifest.preprocess)
+        return self._run(pixels, options, start, time.perf_counter())
+
+    def caption_pixels(self, pixel_values: np.ndarray, **decoding: Any) -> list[Caption]:
+        """Caption already preprocessed float32 [B,3,H,W] pixel values (no resizing or normalising)."""
+        options = self.defaults.replace(**decoding)
+        start = time.perf_counter()
+        return self._run(self._check_pixels(pixel_values), options, start, start)
+
+    def _check_pixels(self, pixel_values: Any) -> np.ndarray:
+        h, w = self.manifest.preprocess.size
+        expected = f"a float32 array [B,3,{h},{w}]"
+        if not isinstance(pixel_values, np.ndarray):
+            raise FrameError(f"caption_pixels() needs {expected}, got {type(pixel_values).__name__}; "
+                             "use caption() for images")
+        if pixel_values.ndim != 4 or pixel_values.shape[1:] != (3, h, w) or pixel_values.shape[0] == 0:
+            raise FrameError(f"caption_pixels() needs {expected}, got shape {tuple(pixel_values.shape)}; "
+                             "use caption() to resize and normalise images")
+        if pixel_values.dtype != np.float32:
+            if not np.issubdtype(pixel_values.dtype, np.floating):
+                raise FrameError(f"caption_pixels() needs {expected}, got dtype {pixel_values.dtype}; "
+                                 "use caption() for uint8 images")
+            pixel_values = pixel_values.astype(np.float32)
+        if not np.isfinite(pixel_values).all():
+            raise FrameError("caption_pixels() got NaN or infinite values; check the preprocessing that made them")
+        return np.ascontiguousarray(pixel_values)
+
+    def _run(self, pixels: np.ndarray, options: DecodeOptions, start: float, preprocessed: float) -> list[Caption]:
+        memory = self._backend.encode(pixels)
+        encoded = time.perf_counter()
+        hypotheses = decode(self._backend, self.manifest, memory, options)
+        decoded = time.perf_counter()
+        timings = {
+            "preprocess": (preprocessed - start) * 1e3,
+            "encode": (encoded - preprocessed) * 1e3,
+            "decode": (decoded - encoded) * 1e3,
+        }
+        captions = []
+        for per_image in hypotheses:
+            made = [Caption(self._detokenizer.decode(ids), ids, score) for ids, score in per_image]
+            timings_now = {**timings, "total": (time.perf_counter() - start) * 1e3}
+            captions.append(Caption(made[0].text, made[0].token_ids, made[0].score, timings_now, tuple(made[1:])))
+        return captions
+
+    # ---- lifetime ------------------------------------------------------------------------
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> "EdgeCaptioner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"EdgeCaptioner({str(self.bundle.path)!r}, backend={self.backend_name!r}, "
+                f"model={self.manifest.name}@{self.manifest.version})")

@@ -1,0 +1,203 @@
+"""`edge-caption ...`: a thin layer that parses flags into the same calls the Python API makes."""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import EdgeCaptionError
+from .options import DecodeOptions, parse_early_stopping
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def _decoding_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decoding (defaults come from the bundle)")
+    group.add_argument("--num-beams", type=int)
+    group.add_argument("--max-new-tokens", type=int)
+    group.add_argument("--min-new-tokens", type=int)
+    group.add_argument("--length-penalty", type=float)
+    group.add_argument("--early-stopping", type=parse_early_stopping, help="true | false | never")
+    group.add_argument("--no-repeat-ngram-size", type=int)
+    group.add_argument("--repetition-penalty", type=float)
+    group.add_argument("--num-return-sequences", type=int)
+
+
+def _decoding(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in DecodeOptions.names() if getattr(args, name, None) is not None}
+
+
+def _is_bundle(path: str) -> bool:
+    return (Path(path) / "manifest.json").is_file()
+
+
+def _bundle_and_rest(args: argparse.Namespace, rest: list[str]) -> tuple[str | None, list[str]]:
+    """A command's bundle: -m/--model, else a first positional that is a bundle directory."""
+    if args.model is not None:
+        return args.model, rest
+    if rest and _is_bundle(rest[0]):
+        return rest[0], rest[1:]
+    return None, rest
+
+
+def _expand_images(items: Sequence[str]) -> list[Path]:
+    found: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no file matches {item!r}")
+            found.extend(matches)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no image at {item}: pass image files, a glob or a directory")
+    if not found:
+        raise FileNotFoundError("no images to caption: pass image files, a glob or a directory of images")
+    return found
+
+
+# ---- commands ----------------------------------------------------------------------------------
+def cmd_caption(args: argparse.Namespace) -> int:
+    from .captioner import EdgeCaptioner
+
+    bundle, rest = _bundle_and_rest(args, args.inputs)
+    images = _expand_images(rest)
+    with EdgeCaptioner(bundle, backend=args.backend) as captioner:
+        for path in images:
+            caption = captioner.caption(str(path), **_decoding(args))
+            if args.json:
+                print(json.dumps({"image": str(path), **caption.to_dict()}), flush=True)
+            else:
+                print(f"{path}: {caption.text}", flush=True)
+                for alternative in caption.alternatives:
+                    print(f"{' ' * len(str(path))}  {alternative.text}  ({alternative.score:.3f})", flush=True)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .bundle import Bundle
+    from .captioner import default_bundle_path
+
+    bundle_path, rest = _bundle_and_rest(args, args.inputs)
+    if rest:
+        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
+    bundle = Bundle.open(bundle_path or default_bundle_path())
+    m = bundle.manifest
+    runnable = _can_run(bundle)
+    if args.json:
+        print(json.dumps({"path": str(bundle.path), "manifest": m.to_dict(), "runs_here": runnable}, indent=2))
+        return 0
+    size_mb = sum(p.stat().st_size for p in bundle.path.rglob("*") if p.is_file()) / 1e6
+    print(f"bundle     {bundle.path} ({size_mb:.1f} MB, format {m.format_version}, checksums ok)")
+    print(f"model      {m.name}@{m.version} ({m.family}), precision {m.precision}, vocabulary {m.vocab_size}")
+    pre = m.preprocess
+    print(f"input      {pre.size[0]}x{pre.size[1]} {pre.color.upper()}, resize {pre.resize}, "
+          f"mean {list(pre.mean)}, std {list(pre.std)}")
+    print(f"graphs     encoder: {m.encoder.file}; decoder step: {m.decoder_step.file} "
+          f"({len(m.state)} state tensors, {len(m.memory)} memory tensors)")
+    print(f"engines    {', '.join(f'{e.graph} sm_{e.compute_capability} TRT {e.tensorrt_version}' for e in m.engines) or 'none (ONNX only)'}")
+    print(f"decoding   {', '.join(f'{k}={v}' for k, v in m.decoding.items())}")
+    print(f"made by    {', '.join(f'{k} {v}' for k, v in m.created_by.items())}")
+    for backend, verdict in runnable.items():
+        print(f"{'runs here' if backend == 'onnxruntime' else '':10s} {backend}: {verdict}")
+    return 0
+
+
+def _can_run(bundle: Any) -> dict[str, str]:
+    verdicts = {}
+    try:
+        import onnxruntime as ort
+
+        verdicts["onnxruntime"] = f"yes (onnxruntime {ort.__version__}, {', '.join(ort.get_available_providers())})"
+    except ImportError:
+        verdicts["onnxruntime"] = "no: pip install onnxruntime"
+    verdicts["tensorrt"] = "no engines in this bundle" if not bundle.manifest.engines else "engines present"
+    return verdicts
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import report
+
+    facts = report()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        for key, value in facts.items():
+            print(f"{key:22s} {value}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .errors import BackendUnavailableError
+
+    try:
+        from edge_caption.export import export
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"exporting needs torch, onnx and transformers ({exc.name} is missing); "
+            "install them with: pip install 'edge-caption[export]'"
+        ) from exc
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    out = export(args.model, args.out, precision=args.precision, targets=targets, prompt=args.prompt,
+                 name=args.name, overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="edge-caption", description="Fast image captioning from Jetson to H100.")
+    parser.add_argument("--version", action="version", version=f"edge-caption {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export a Hugging Face captioner (local directory) to a bundle")
+    p.add_argument("--model", required=True, help="a local Hugging Face model directory")
+    p.add_argument("--out", required=True, help="the bundle directory to write (NAME.ecap)")
+    p.add_argument("--precision", default="fp32", help="fp32 (fp16/int8/fp8 come with `build`)")
+    p.add_argument("--targets", default="onnx", help="comma-separated: onnx")
+    p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP)")
+    p.add_argument("--name", help="the model name recorded in the bundle")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("caption", help="caption image files, globs or directories")
+    p.add_argument("inputs", nargs="+", metavar="[BUNDLE] IMAGE|GLOB|DIR")
+    p.add_argument("-m", "--model", help="the bundle (default: first argument if it is a bundle, else the shipped model)")
+    p.add_argument("--backend", default="auto", help="auto | tensorrt | torch-cuda | onnxruntime")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    _decoding_flags(p)
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("info", help="what a bundle holds and whether this machine can run it")
+    p.add_argument("inputs", nargs="*", metavar="BUNDLE")
+    p.add_argument("-m", "--model", help="the bundle")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("doctor", help="GPUs, CUDA, TensorRT, ONNX Runtime providers, OpenCV and GStreamer")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (EdgeCaptionError, FileNotFoundError) as exc:
+        print(f"edge-caption {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""`edge-caption doctor`: what this machine offers each backend, found without importing torch."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import platform
+import shutil
+import subprocess
+
+
+def _version(package: str) -> str | None:
+    try:
+        return md.version(package)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _gpus() -> str:
+    if shutil.which("nvidia-smi") is None:
+        return "none found (no nvidia-smi)"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"nvidia-smi failed: {exc}"
+    return "; ".join(line.strip() for line in out.stdout.splitlines() if line.strip()) or "none"
+
+
+def _opencv() -> tuple[str, str]:
+    try:
+        import cv2
+    except ImportError:
+        return "not installed: pip install opencv-python-headless (or use JetPack's on a Jetson)", "-"
+    info = cv2.getBuildInformation()
+    gstreamer = "no"
+    for line in info.splitlines():
+        if "GStreamer" in line:
+            gstreamer = "yes" if "YES" in line else "no"
+    gui = "yes" if any(("GTK" in line or "QT" in line) and "YES" in line for line in info.splitlines()) else \
+        "no (headless: --show needs a non-headless OpenCV)"
+    origin = cv2.__file__ or "?"
+    return f"{cv2.__version__} ({origin}), window support: {gui}", gstreamer
+
+
+def report() -> dict[str, str]:
+    facts: dict[str, str] = {
+        "python": f"{platform.python_version()} ({platform.machine()})",
+        "gpus": _gpus(),
+    }
+    try:
+        import onnxruntime as ort
+
+        facts["onnxruntime"] = f"{ort.__version__}, providers: {', '.join(ort.get_available_providers())}"
+    except ImportError:
+        facts["onnxruntime"] = "not installed: pip install onnxruntime"
+    facts["tensorrt"] = (f"{_version('tensorrt') or 'installed'}" if importlib.util.find_spec("tensorrt")
+                         else "not installed (the tensorrt backend needs it)")
+    facts["cuda-python"] = _version("cuda-python") or _version("cuda-bindings") or "not installed"
+    facts["torch"] = _version("torch") or "not installed (only export and the torch-cuda backend need it)"
+    facts["opencv"], facts["opencv gstreamer"] = _opencv()
+    return facts

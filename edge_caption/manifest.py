@@ -1,0 +1,245 @@
+"""The bundle's declared spec: one `Manifest` dataclass, loaded and validated in one place.
+
+`manifest.json` is the only thing the runtime trusts about a bundle. Every field is declared here;
+`Manifest.from_dict` reports *every* problem it finds in one `BundleError`, not the first.
+Bump `FORMAT_VERSION` whenever the layout changes in a way an older runtime would misread.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+# Symbolic dimensions used in shapes: B images, N = B x beams rows, T cached tokens, L new tokens.
+SYMBOLIC_DIMS = ("B", "N", "T", "L", "S", "H", "W", "V")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a frame becomes `pixel_values`; read from the model's own image processor at export."""
+
+    size: tuple[int, int]                       # (height, width) fed to the encoder
+    resize: str = "bilinear"                    # bilinear | bicubic | nearest | lanczos | box | hamming
+    resize_to: tuple[int, int] | None = None    # (h, w) before a center crop; None: resize straight to `size`
+    shortest_edge: int | None = None            # resize so the shorter side is this, keep aspect (then crop)
+    center_crop: bool = False
+    rescale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    color: str = "rgb"                          # channel order the encoder expects
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    file: str                                   # a Hugging Face `tokenizers` JSON file in the bundle
+    prompt_ids: tuple[int, ...]                 # decoder start / prompt tokens every caption begins with
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int | None = None
+    clean_up_tokenization_spaces: bool = False  # what the model's tokenizer.decode() does by default
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One recurrent tensor the decoder step reads and writes (self-attention K/V, RNN h/c).
+
+    `shape` uses SYMBOLIC_DIMS for the dynamic axes. `reorder`: beam search must gather its rows
+    by beam index after every step. `init`: "empty" (length 0 along `grow_axis`), "zeros", or
+    "memory:NAME" (an encoder output, repeated per beam)."""
+
+    input: str
+    output: str
+    shape: tuple[Any, ...]
+    dtype: str = "float32"
+    reorder: bool = True
+    init: str = "empty"
+    grow_axis: int | None = 2
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A TensorRT engine built from one of the ONNX graphs, valid only where it was built."""
+
+    graph: str                                  # "encoder" | "decoder_step"
+    file: str
+    compute_capability: str                     # e.g. "8.7"
+    tensorrt_version: str
+    precision: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    family: str
+    preprocess: Preprocess
+    tokenizer: TokenizerSpec
+    encoder: GraphSpec
+    decoder_step: GraphSpec
+    memory: tuple[str, ...]                     # encoder outputs the step reads, one row per image
+    state: tuple[StateSpec, ...]
+    vocab_size: int
+    decoding: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    step_extras: tuple[str, ...] = ()           # extra step outputs, e.g. attention weights
+    engines: tuple[EngineSpec, ...] = ()
+    files: dict[str, str] = field(default_factory=dict)   # relative path -> sha256
+    created_by: dict[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "manifest.json") -> "Manifest":
+        if not isinstance(data, dict):
+            raise BundleError(f"{where} is not a JSON object; re-export the bundle with `edge-caption export`")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise BundleError(f"{where} has no integer format_version; re-export the bundle with `edge-caption export`")
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"{where} has format_version {version}, but this edge-caption reads up to {FORMAT_VERSION}; "
+                f"upgrade edge-caption (pip install -U edge-caption) to a release that reads format {version}"
+            )
+        problems: list[str] = []
+        built = _build(cls, data, "", problems)
+        if problems:
+            listed = "\n  - ".join(problems)
+            raise BundleError(
+                f"{where} is invalid ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - {listed}\n"
+                "Re-export the bundle with `edge-caption export`."
+            )
+        built._check_consistency(where)
+        return built
+
+    def _check_consistency(self, where: str) -> None:
+        problems = []
+        for name in self.memory:
+            if name not in self.encoder.outputs:
+                problems.append(f"memory tensor {name!r} is not an encoder output")
+            if name not in self.decoder_step.inputs:
+                problems.append(f"memory tensor {name!r} is not a decoder_step input")
+        for s in self.state:
+            if s.input not in self.decoder_step.inputs:
+                problems.append(f"state input {s.input!r} is not a decoder_step input")
+            if s.output not in self.decoder_step.outputs:
+                problems.append(f"state output {s.output!r} is not a decoder_step output")
+        for required in ("input_ids",):
+            if required not in self.decoder_step.inputs:
+                problems.append(f"decoder_step has no {required!r} input")
+        if "logits" not in self.decoder_step.outputs:
+            problems.append("decoder_step has no 'logits' output")
+        if "pixel_values" not in self.encoder.inputs:
+            problems.append("encoder has no 'pixel_values' input")
+        if not self.tokenizer.eos_token_ids:
+            problems.append("tokenizer.eos_token_ids is empty")
+        if problems:
+            listed = "\n  - ".join(problems)
+            raise BundleError(f"{where} is inconsistent:\n  - {listed}\nRe-export the bundle with `edge-caption export`.")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
+    """Build dataclass `cls` from `data`, appending every problem found instead of stopping."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            problems.append(f"unknown field {prefix + key!r}")
+    for f in dataclasses.fields(cls):
+        path = prefix + f.name
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"missing field {path!r}")
+            continue
+        kwargs[f.name] = _convert(hints[f.name], data[f.name], path, problems)
+    missing_required = [
+        f.name for f in dataclasses.fields(cls)
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing_required:
+        return None
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        problems.append(f"{prefix or 'manifest'}: {exc}")
+        return None
+
+
+def _convert(hint: Any, value: Any, path: str, problems: list[str]) -> Any:
+    import typing
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            problems.append(f"{path!r} must be an object")
+            return None
+        return _build(hint, value, path + ".", problems)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>" or type(hint).__name__ == "UnionType":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path, problems)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{path!r} must be a list")
+            return None
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]", problems) for i, v in enumerate(value))
+        if len(args) != len(value):
+            problems.append(f"{path!r} must have {len(args)} items, has {len(value)}")
+            return None
+        return tuple(_convert(a, v, f"{path}[{i}]", problems) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{path!r} must be an object")
+            return None
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{path!r} must be a number, got {value!r}")
+            return None
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{path!r} must be an integer, got {value!r}")
+            return None
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            problems.append(f"{path!r} must be a string, got {value!r}")
+            return None
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{path!r} must be true or false, got {value!r}")
+            return None
+        return value
+    return value

@@ -1,0 +1,66 @@
+"""Model adapters: a Hugging Face captioner -> SplitModel (encoder + decoder step + state spec)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edge_caption.errors import ExportError
+
+from .base import SplitModel
+
+SUPPORTED = ("VisionEncoderDecoderModel (ViT/DeiT/Swin/... + GPT-2 or BERT decoder)",
+             "BlipForConditionalGeneration")
+_BY_MODEL_TYPE = {"vision-encoder-decoder": "VisionEncoderDecoderModel", "blip": "BlipForConditionalGeneration"}
+
+__all__ = ["SplitModel", "split_model", "SUPPORTED"]
+
+
+def split_model(model_or_dir, *, prompt=None, tokenizer=None) -> SplitModel:
+    """Split a captioning model into the encoder / decoder-step contract.
+
+    `model_or_dir`: an in-memory model or a local directory (loaded offline). `prompt`: a text prefix
+    (BLIP only), as a string (tokenized with `tokenizer`, or the directory's tokenizer) or token ids."""
+    import torch
+
+    model = _load(model_or_dir) if isinstance(model_or_dir, (str, Path)) else model_or_dir
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError(f"expected a model or a model directory, got {type(model).__name__}")
+    model = model.float().eval()
+    cls = type(model).__name__
+    if cls == "VisionEncoderDecoderModel":
+        from . import vision_encoder_decoder
+
+        if prompt is not None:
+            raise ExportError("a text prompt is only supported for BLIP; VisionEncoderDecoderModel starts from "
+                              "its decoder_start_token_id")
+        return vision_encoder_decoder.split(model)
+    if cls == "BlipForConditionalGeneration":
+        from . import blip
+
+        if isinstance(prompt, str):
+            if tokenizer is None and isinstance(model_or_dir, (str, Path)):
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(str(model_or_dir), local_files_only=True)
+            if tokenizer is None:
+                raise ExportError("a text prompt needs the model's tokenizer: pass tokenizer=...")
+            prompt = list(tokenizer(prompt).input_ids)
+        return blip.split(model, prompt)
+    raise ExportError(f"{cls} is not supported for export; supported: {'; '.join(SUPPORTED)}")
+
+
+def _load(path):
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ExportError(f"{path} is not a model directory (no config.json)")
+    config = json.loads(config_file.read_text())
+    names = [_BY_MODEL_TYPE.get(config.get("model_type"))] + list(config.get("architectures") or [])
+    import transformers
+
+    for name in names:
+        if name in _BY_MODEL_TYPE.values():
+            return getattr(transformers, name).from_pretrained(str(path), local_files_only=True)
+    found = config.get("architectures") or config.get("model_type")
+    raise ExportError(f"{path} holds a {found} model, which is not supported for export; "
+                      f"supported: {'; '.join(SUPPORTED)}")

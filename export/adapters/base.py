@@ -1,0 +1,169 @@
+"""The split model every adapter returns, and the attention math shared by all decoder steps.
+
+The step graphs do not reuse Hugging Face's attention modules: those take cache objects and
+masks, while our contract needs flat past/present tensors and cross-attention K/V shared by all
+beams of an image. Only the HF submodules' weights (Linear, Conv1D, LayerNorm, embeddings, MLPs,
+LM heads) are called, so the numbers match the original model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from edge_caption.errors import ExportError
+from edge_caption.manifest import StateSpec
+
+GENERATION_KEYS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "early_stopping",
+                   "no_repeat_ngram_size", "repetition_penalty", "num_return_sequences")
+
+
+@dataclass
+class SplitModel:
+    family: str                     # "vision-encoder-decoder" | "blip"
+    name: str
+    encoder: torch.nn.Module        # forward(pixel_values) -> tuple of memory tensors, in memory_names order
+    step: torch.nn.Module           # forward(input_ids, *memory, *past) -> (logits, *present)
+    memory_names: list[str]
+    state: list[StateSpec]
+    vocab_size: int
+    image_size: tuple[int, int]
+    prompt_ids: list[int]
+    eos_token_ids: list[int]
+    pad_token_id: int | None
+    generation_defaults: dict[str, Any] = field(default_factory=dict)
+    hf_model: torch.nn.Module | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.memory_names) // 2
+
+    @property
+    def past_names(self) -> list[str]:
+        return [s.input for s in self.state]
+
+    @property
+    def present_names(self) -> list[str]:
+        return [s.output for s in self.state]
+
+
+def memory_names(num_layers: int) -> list[str]:
+    return [f"cross_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+def self_attention_state(num_layers: int, num_heads: int, head_dim: int) -> list[StateSpec]:
+    return [
+        StateSpec(input=f"past_{kind}_{i}", output=f"present_{kind}_{i}", shape=("N", num_heads, "T", head_dim),
+                  dtype="float32", reorder=True, init="empty", grow_axis=2)
+        for i in range(num_layers) for kind in ("key", "value")
+    ]
+
+
+def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """[N, L, h*d] -> [N, h, L, d]"""
+    return x.reshape(x.shape[0], x.shape[1], -1, head_dim).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[N, h, L, d] -> [N, L, h*d]"""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
+def self_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal attention of L new queries over T cached + L new keys (k, v already concatenated)."""
+    new, total = q.shape[2], k.shape[2]
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    # query i sits at absolute position total - new + i and may see keys up to that position
+    query_pos = torch.arange(new, device=q.device).unsqueeze(1) + (total - new)
+    allowed = torch.arange(total, device=q.device).unsqueeze(0) <= query_pos
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def cross_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of q [N,h,L,d] over per-image k/v [B,h,S,d] without copying k/v per beam.
+
+    Rows b*nb .. b*nb+nb-1 of q belong to image b; the beams become extra query positions, which is
+    exact because cross-attention has no mask."""
+    shape = q.shape
+    _, h, new, d = shape
+    b = k.shape[0]
+    # -1 (not N // B) keeps the exported graph free of a symbolic division guard on N and B
+    q = q.reshape(b, -1, h, new, d).transpose(1, 2).reshape(b, h, -1, d)
+    out = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1), v)
+    return out.reshape(b, h, -1, new, d).transpose(1, 2).reshape(shape)
+
+
+class StepBase(torch.nn.Module):
+    """forward(input_ids, *memory, *past) -> (logits of the last new position, *present)."""
+
+    num_layers: int
+
+    def forward(self, input_ids: torch.Tensor, *tensors: torch.Tensor):
+        n = self.num_layers
+        memory = [(tensors[2 * i], tensors[2 * i + 1]) for i in range(n)]
+        past = [(tensors[2 * n + 2 * i], tensors[2 * n + 2 * i + 1]) for i in range(n)]
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + past[0][0].shape[2]
+        hidden, present = self.decode(input_ids, positions, memory, past)
+        logits = self.lm_logits(hidden[:, -1])
+        return (logits, *[t for pair in present for t in pair])
+
+    def decode(self, input_ids, positions, memory, past):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class MemoryEncoder(torch.nn.Module):
+    """Vision encoder, optional projection, then every decoder layer's cross-attention K and V."""
+
+    def __init__(self, vision, cross_kv, projection=None):
+        super().__init__()
+        self.vision = vision
+        self.projection = projection
+        self.cross_kv = cross_kv    # module: hidden [B,S,D] -> list of (k, v), each [B,h,S,d]
+
+    def forward(self, pixel_values: torch.Tensor):
+        hidden = self.vision(pixel_values=pixel_values)[0]
+        if self.projection is not None:
+            hidden = self.projection(hidden)
+        return tuple(t for pair in self.cross_kv(hidden) for t in pair)
+
+
+def generation_defaults(gen_config, prompt_len: int) -> dict[str, Any]:
+    """HF generation settings that differ from None, with lengths counted in new tokens."""
+    out = {k: getattr(gen_config, k, None) for k in GENERATION_KEYS}
+    if out["max_new_tokens"] is None:
+        # generate() falls back to max_length=20 when neither length is set
+        max_length = getattr(gen_config, "max_length", None) or 20
+        out["max_new_tokens"] = max(1, max_length - prompt_len)
+    # min_length, like max_length, counts the decoder's start tokens
+    if out["min_new_tokens"] is None and getattr(gen_config, "min_length", None):
+        out["min_new_tokens"] = max(0, gen_config.min_length - prompt_len)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def as_id_list(value) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return [int(v) for v in value.flatten().tolist()]
+    return [int(value)]
+
+
+def image_size(config) -> tuple[int, int]:
+    size = getattr(config, "image_size", None)
+    if isinstance(size, int):
+        return (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return (int(size[0]), int(size[1]))
+    raise ExportError(f"cannot tell the input image size from {type(config).__name__}.image_size={size!r}")
+
+
+def model_name(model) -> str:
+    path = getattr(model.config, "_name_or_path", "") or ""
+    return path.rstrip("/").split("/")[-1] or model.config.model_type

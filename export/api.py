@@ -1,0 +1,163 @@
+"""`export()`: a PyTorch captioner in, a verified engine bundle out."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from edge_caption import __version__
+from edge_caption.errors import ExportError
+from edge_caption.manifest import GraphSpec, Manifest, TokenizerSpec
+from edge_caption.options import DecodeOptions
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+TARGETS = ("onnx", "torch", "tensorrt")
+# What later releases add; said plainly instead of half-done here.
+_LATER = {
+    "precision": "only fp32 bundles are exported in this release; fp16/int8/fp8 arrive with `edge-caption build`",
+    "target": "only the 'onnx' target is exported in this release",
+}
+
+
+def export(
+    model: Any,
+    output: str | Path,
+    *,
+    processor: Any = None,
+    tokenizer: Any = None,
+    precision: str = "fp32",
+    targets: Sequence[str] = ("onnx",),
+    prompt: str | None = None,
+    name: str | None = None,
+    version: str = "1",
+    overwrite: bool = False,
+    progress: bool | Callable[[str], None] = True,
+) -> Path:
+    """Export `model` (an in-memory Hugging Face captioner, or a local model directory) to a bundle.
+
+    The encoder and decoder step are written as ONNX, checked with `onnx.checker`, run on ONNX
+    Runtime against the PyTorch model (the bundle is refused if they disagree), and packed with
+    `tokenizer.json`, the preprocessing read from `processor`, and the model's decoding defaults.
+    Returns the bundle directory.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision != "fp32":
+        raise ExportError(f"precision {precision!r} is not available: {_LATER['precision']}")
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise ExportError(f"unknown target(s) {unknown}; choose from: {', '.join(TARGETS)}")
+    if any(t != "onnx" for t in targets):
+        raise ExportError(f"targets {list(targets)} are not available: {_LATER['target']}")
+
+    say = _reporter(progress)
+    from .adapters import split_model
+    from .onnx import export_onnx, validate
+    from .preprocessing import preprocess_spec
+    from .writer import staging, write_manifest
+
+    if isinstance(model, (str, Path)):
+        processor, tokenizer = _load_helpers(Path(model), processor, tokenizer)
+    if tokenizer is None:
+        raise ExportError("export() needs the model's tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")
+    say("splitting the model into encoder and decoder step")
+    split = split_model(model, prompt=prompt, tokenizer=tokenizer)
+    spec = preprocess_spec(processor, split.image_size)
+    defaults = DecodeOptions.from_mapping(split.generation_defaults).to_dict()
+
+    output = Path(output)
+    with staging(output, overwrite) as scratch:
+        say("writing ONNX graphs")
+        graphs = export_onnx(split, scratch, progress=say)
+        say("checking the ONNX graphs against PyTorch on ONNX Runtime")
+        validate(split, scratch)
+        say("writing tokenizer.json and manifest.json")
+        tokenizer_spec = _write_tokenizer(tokenizer, scratch, split)
+        manifest = Manifest(
+            name=name or split.name,
+            version=str(version),
+            family=split.family,
+            preprocess=spec,
+            tokenizer=tokenizer_spec,
+            encoder=_graph(graphs["encoder"]),
+            decoder_step=_graph(graphs["decoder_step"]),
+            memory=tuple(split.memory_names),
+            state=tuple(split.state),
+            vocab_size=split.vocab_size,
+            decoding=defaults,
+            precision=precision,
+            created_by=_versions(),
+        )
+        write_manifest(scratch, manifest)
+    say(f"bundle written to {output}")
+    return output
+
+
+def _graph(info: Any) -> GraphSpec:
+    get = info.get if isinstance(info, dict) else lambda key: getattr(info, key)
+    return GraphSpec(file=str(get("file")), inputs=tuple(get("inputs")), outputs=tuple(get("outputs")))
+
+
+def _write_tokenizer(tokenizer: Any, directory: Path, split: Any) -> TokenizerSpec:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ExportError(
+            f"{type(tokenizer).__name__} has no Hugging Face `tokenizers` backend to save as tokenizer.json; "
+            "pass a fast tokenizer (AutoTokenizer.from_pretrained(..., use_fast=True))"
+        )
+    backend.save(str(directory / "tokenizer.json"))
+    clean_up = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+    if type(backend.model).__name__ == "BPE":
+        clean_up = False    # transformers skips the clean-up for BPE: it would strip real spaces
+    return TokenizerSpec(
+        file="tokenizer.json",
+        prompt_ids=tuple(int(i) for i in split.prompt_ids),
+        eos_token_ids=tuple(int(i) for i in split.eos_token_ids),
+        pad_token_id=None if split.pad_token_id is None else int(split.pad_token_id),
+        clean_up_tokenization_spaces=clean_up,
+    )
+
+
+def _load_helpers(path: Path, processor: Any, tokenizer: Any) -> tuple[Any, Any]:
+    if not path.is_dir():
+        raise FileNotFoundError(f"no model directory at {path}: pass a local Hugging Face model directory "
+                                "(with config.json) or an in-memory model")
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    if processor is None:
+        try:
+            processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError):
+            processor = None
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"no tokenizer in {path} ({exc}); save it there with tokenizer.save_pretrained() "
+                              "or pass tokenizer=") from exc
+    return processor, tokenizer
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {"edge_caption": __version__, "python": platform.python_version()}
+    for package in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers"):
+        try:
+            found[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
+def _reporter(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
+    if callable(progress):
+        return progress
+    if not progress:
+        return lambda message: None
+    try:
+        from tqdm import tqdm
+        return lambda message: tqdm.write(f"[edge-caption export] {message}")
+    except ImportError:
+        return lambda message: print(f"[edge-caption export] {message}", flush=True)
