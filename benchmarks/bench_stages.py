@@ -23,22 +23,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from timing import measure, write  # noqa: E402
 
 
-def vit_gpt2_base(seed: int = 0):
-    """ViT-B/16 (224) + GPT-2 small (12 layers, 768 wide, 50,257 tokens), random weights."""
-    import torch
-    from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
-
-    torch.manual_seed(seed)
-    decoder = GPT2Config(add_cross_attention=True, is_decoder=True, bos_token_id=50256, eos_token_id=50256,
-                         decoder_start_token_id=50256, pad_token_id=50256)
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(), decoder)
-    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = 50256
-    model = VisionEncoderDecoderModel(config=config).eval()
-    gc = model.generation_config
-    gc.decoder_start_token_id = gc.bos_token_id = gc.eos_token_id = gc.pad_token_id = 50256
-    return model
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="write benchmarks/results/stages_cpu.json")
@@ -49,7 +33,7 @@ def main() -> None:
     import torch
     from edge_caption import EdgeCaptioner
     from edge_caption.export import export
-    from tests.models import tiny_tokenizer
+    from edge_caption.export.testing import tiny_tokenizer, vit_gpt2_base
 
     torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
     model = vit_gpt2_base()

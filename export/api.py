@@ -55,8 +55,9 @@ def export(
     from .adapters import split_model
     from .onnx import export_onnx, validate
     from .preprocessing import preprocess_spec
-    from .writer import staging, write_manifest
+    from .writer import check_output, staging, write_manifest
 
+    check_output(Path(output), overwrite)
     if isinstance(model, (str, Path)):
         processor, tokenizer = _load_helpers(Path(model), processor, tokenizer)
     if tokenizer is None:

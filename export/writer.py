@@ -17,14 +17,19 @@ from edge_caption.errors import ExportError
 from edge_caption.manifest import MANIFEST_FILE, Manifest
 
 
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing bundle (or any file) unless asked to: exports are not undoable."""
+    occupied = any(output.iterdir()) if output.is_dir() else output.exists()
+    if occupied and not overwrite:
+        raise ExportError(f"{output} already exists; choose another --out, or pass overwrite=True "
+                          "(--overwrite) to replace it")
+
+
 @contextmanager
 def staging(output: Path, overwrite: bool) -> Iterator[Path]:
     """A scratch directory that becomes `output` if the block succeeds."""
     output = Path(output)
-    if output.exists() and any(output.iterdir()) if output.is_dir() else output.exists():
-        if not overwrite:
-            raise ExportError(f"{output} already exists; choose another --out, or pass overwrite=True "
-                              "(--overwrite) to replace it")
+    check_output(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:

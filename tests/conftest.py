@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import models
+from edge_caption.export import testing as models
 
 
 class Exported:

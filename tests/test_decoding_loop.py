@@ -15,7 +15,7 @@ from edge_caption.decoding import decode  # noqa: E402
 from edge_caption.manifest import GraphSpec, Manifest, Preprocess, StateSpec, TokenizerSpec  # noqa: E402
 from edge_caption.options import DecodeOptions  # noqa: E402
 
-from .models import IMAGE, tiny_vit_gpt2  # noqa: E402
+from edge_caption.export.testing import IMAGE, tiny_vit_gpt2  # noqa: E402
 
 
 class RecomputeBackend:

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from edge_caption import EdgeCaptioner  # noqa: E402
 from edge_caption.options import DecodeOptions  # noqa: E402
 
-from .models import IMAGE  # noqa: E402
+from edge_caption.export.testing import IMAGE  # noqa: E402
 
 FAMILIES = ["vit_gpt2", "swin_gpt2", "deit_bert", "blip"]
 SEEDS = [0, 1]

@@ -13,7 +13,7 @@ from edge_caption.errors import ExportError  # noqa: E402
 from edge_caption.export.adapters import split_model  # noqa: E402
 from edge_caption.export.onnx import export_onnx, validate  # noqa: E402
 
-from .. import models  # noqa: E402
+from edge_caption.export import testing as models  # noqa: E402
 
 FAMILIES = ["vit_gpt2", "swin_gpt2", "deit_bert", "blip"]
 

@@ -1,6 +1,6 @@
-"""Tiny random-weight captioning models, tokenizers and image processors, built offline from configs.
+"""Small random-weight captioning models, tokenizers and image processors, built offline from configs.
 
-Shared by the export tests and the decoding-parity tests. Every factory is deterministic in `seed`.
+Used by the tests, the examples and the benchmarks (nothing can be downloaded here). Every factory is deterministic in `seed`.
 Weights use a large `initializer_range` so greedy/beam search emits varied tokens, and the EOS
 logit gets a bias so that some sequences stop before the length limit (see DESIGN.md, "Models from
 configs").
@@ -184,3 +184,19 @@ def pixel_values(batch: int = 2, seed: int = 0, size: int = IMAGE):
 
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, size, size, generator=g)
+
+
+def vit_gpt2_base(seed: int = 0):
+    """ViT-B/16 (224) + GPT-2 small (12 layers, 768 wide, 50,257 tokens), random weights."""
+    import torch
+    from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+
+    torch.manual_seed(seed)
+    decoder = GPT2Config(add_cross_attention=True, is_decoder=True, bos_token_id=50256, eos_token_id=50256,
+                         decoder_start_token_id=50256, pad_token_id=50256)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(), decoder)
+    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = 50256
+    model = VisionEncoderDecoderModel(config=config).eval()
+    gc = model.generation_config
+    gc.decoder_start_token_id = gc.bos_token_id = gc.eos_token_id = gc.pad_token_id = 50256
+    return model

@@ -1,0 +1,21 @@
+"""The README's quick start runs as written: export, caption the sample photo, same tokens as generate()."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "--out", str(tmp_path / "q.ecap")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "generate() gives the same tokens: True" in run.stdout
+
+
+def test_readme_quick_start_is_what_ci_and_this_test_run():
+    readme = (ROOT / "README.md").read_text()
+    assert "python examples/quickstart.py" in readme and "python -m pytest -q" in readme
