@@ -7,6 +7,7 @@ Bump `FORMAT_VERSION` whenever the layout changes in a way an older runtime woul
 from __future__ import annotations
 
 import dataclasses
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,7 +201,7 @@ def _convert(hint: Any, value: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{path!r} must be an object")
             return None
         return _build(hint, value, path + ".", problems)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>" or type(hint).__name__ == "UnionType":
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
