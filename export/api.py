@@ -55,20 +55,19 @@ def export(
     from .adapters import split_model
     from .onnx import export_onnx, validate
     from .preprocessing import preprocess_spec
-    from .writer import check_output, staging, write_manifest
-
-    check_output(Path(output), overwrite)
-    if isinstance(model, (str, Path)):
-        processor, tokenizer = _load_helpers(Path(model), processor, tokenizer)
-    if tokenizer is None:
-        raise ExportError("export() needs the model's tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")
-    say("splitting the model into encoder and decoder step")
-    split = split_model(model, prompt=prompt, tokenizer=tokenizer)
-    spec = preprocess_spec(processor, split.image_size)
-    defaults = DecodeOptions.from_mapping(split.generation_defaults).to_dict()
+    from .writer import staging, write_manifest
 
     output = Path(output)
+    # staging refuses an existing bundle before any slow work starts
     with staging(output, overwrite) as scratch:
+        if isinstance(model, (str, Path)):
+            processor, tokenizer = _load_helpers(Path(model), processor, tokenizer)
+        if tokenizer is None:
+            raise ExportError("export() needs the model's tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")
+        say("splitting the model into encoder and decoder step")
+        split = split_model(model, prompt=prompt, tokenizer=tokenizer)
+        spec = preprocess_spec(processor, split.image_size)
+        defaults = DecodeOptions.from_mapping(split.generation_defaults).to_dict()
         say("writing ONNX graphs")
         graphs = export_onnx(split, scratch, progress=say)
         say("checking the ONNX graphs against PyTorch on ONNX Runtime")
