@@ -6,7 +6,7 @@ from the runtime, while users import it as `edge_caption.export`.
 from setuptools import setup
 
 RUNTIME = ["edge_caption", "edge_caption.backends", "edge_caption.decoding"]
-EXPORT = ["edge_caption.export", "edge_caption.export.adapters"]
+EXPORT = ["edge_caption.export", "edge_caption.export.adapters", "edge_caption.export.families"]
 
 setup(
     packages=RUNTIME + EXPORT,

@@ -28,6 +28,12 @@ def default_bundle_path() -> Path:
     return DEFAULT_BUNDLE
 
 
+def _maps(trace: np.ndarray | None, grid: tuple[int, int] | None) -> np.ndarray | None:
+    if trace is None or grid is None:
+        return None
+    return np.ascontiguousarray(trace.reshape(len(trace), *grid), dtype=np.float32)
+
+
 class EdgeCaptioner:
     """Caption frames with an engine bundle.
 
@@ -55,11 +61,18 @@ class EdgeCaptioner:
     # ---- captioning ----------------------------------------------------------------------
     def caption(self, frame: Any, *, color: str = "bgr", return_attention: bool = False, **decoding: Any) -> Caption:
         """Caption one frame: an OpenCV BGR uint8 [H,W,3] array (or RGB with color="rgb", grayscale,
-        BGRA/RGBA, a PIL image, or an image path)."""
-        return self.caption_batch([frame], color=color, **decoding)[0]
+        BGRA/RGBA, a PIL image, or an image path).
+
+        `return_attention=True`: for families that attend (show-attend-tell), `Caption.attention` is
+        float32 [tokens, h, w], where each generated token looked (see `edge_caption.overlay`)."""
+        return self._caption_frames([frame], color, return_attention, decoding)[0]
 
     def caption_batch(self, frames: Iterable[Any], *, color: str = "bgr", **decoding: Any) -> list[Caption]:
         """Caption several frames in one encode and one decode."""
+        return self._caption_frames(frames, color, False, decoding)
+
+    def _caption_frames(self, frames: Iterable[Any], color: str, return_attention: bool,
+                        decoding: dict[str, Any]) -> list[Caption]:
         options = self.defaults.replace(**decoding)
         start = time.perf_counter()
         if isinstance(frames, np.ndarray) and frames.ndim < 4:
@@ -75,7 +88,7 @@ class EdgeCaptioner:
             except FrameError as exc:
                 raise type(exc)(f"frame {i}: {exc}") if len(frames) > 1 else exc
         pixels = preprocess(rgb, self.manifest.preprocess)
-        return self._run(pixels, options, start, time.perf_counter())
+        return self._run(pixels, options, start, time.perf_counter(), return_attention)
 
     def caption_pixels(self, pixel_values: np.ndarray, **decoding: Any) -> list[Caption]:
         """Caption already preprocessed float32 [B,3,H,W] pixel values (no resizing or normalising)."""
@@ -101,10 +114,13 @@ class EdgeCaptioner:
             raise FrameError("caption_pixels() got NaN or infinite values; check the preprocessing that made them")
         return np.ascontiguousarray(pixel_values)
 
-    def _run(self, pixels: np.ndarray, options: DecodeOptions, start: float, preprocessed: float) -> list[Caption]:
+    def _run(self, pixels: np.ndarray, options: DecodeOptions, start: float, preprocessed: float,
+             return_attention: bool = False) -> list[Caption]:
+        grid = self.manifest.attention_grid
+        trace = "attention" if return_attention and grid and "attention" in self.manifest.step_extras else None
         memory = self._backend.encode(pixels)
         encoded = time.perf_counter()
-        hypotheses = decode(self._backend, self.manifest, memory, options)
+        hypotheses = decode(self._backend, self.manifest, memory, options, trace=trace)
         decoded = time.perf_counter()
         timings = {
             "preprocess": (preprocessed - start) * 1e3,
@@ -113,9 +129,11 @@ class EdgeCaptioner:
         }
         captions = []
         for per_image in hypotheses:
-            made = [Caption(self._detokenizer.decode(ids), ids, score) for ids, score in per_image]
+            made = [Caption(self._detokenizer.decode(h.token_ids), h.token_ids, h.score, attention=_maps(h.trace, grid))
+                    for h in per_image]
             timings_now = {**timings, "total": (time.perf_counter() - start) * 1e3}
-            captions.append(Caption(made[0].text, made[0].token_ids, made[0].score, timings_now, tuple(made[1:])))
+            captions.append(Caption(made[0].text, made[0].token_ids, made[0].score, timings_now, tuple(made[1:]),
+                                    made[0].attention))
         return captions
 
     # ---- lifetime ------------------------------------------------------------------------

@@ -64,10 +64,17 @@ def _expand_images(items: Sequence[str]) -> list[Path]:
 
 
 # ---- commands ----------------------------------------------------------------------------------
+SAMPLE = Path(__file__).parent / "data" / "scene.jpg"   # a generated scene; its captions: data/captions.json
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     from .captioner import EdgeCaptioner
 
     bundle, rest = _bundle_and_rest(args, args.inputs)
+    if args.sample:
+        rest = [*rest, str(SAMPLE)]
+    if not rest:
+        raise FileNotFoundError("no images to caption: pass image files, a glob, a directory, or --sample")
     images = _expand_images(rest)
     with EdgeCaptioner(bundle, backend=args.backend) as captioner:
         for path in images:
@@ -134,16 +141,73 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .captioner import EdgeCaptioner
+    from .evaluation import evaluate
+
+    bundle, rest = _bundle_and_rest(args, args.inputs)
+    if rest:
+        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
+    meteor = {"auto": None, "yes": True, "no": False}[args.meteor]
+    with EdgeCaptioner(bundle, backend=args.backend) as captioner:
+        result = evaluate(captioner, args.data, limit=args.limit, batch_size=args.batch_size, meteor=meteor,
+                          progress=not args.quiet, **_decoding(args))
+    if args.predictions:
+        Path(args.predictions).write_text(json.dumps(result["predictions"], indent=1))
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "predictions"}, indent=2))
+        return 0
+    print(f"{result['model']} on {result['data']}: {result['images']} images, {result['images_per_s']:.1f} images/s")
+    for name, value in result["metrics"].items():
+        print(f"  {name:8s} {value:.4f}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .captioner import EdgeCaptioner
+    from .demo import run
+
+    bundle, rest = _bundle_and_rest(args, args.inputs)
+    if rest:
+        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
+    with EdgeCaptioner(bundle, backend=args.backend) as captioner:
+        result = run(captioner, args.out, seed=args.seed, frames=args.frames, progress=not args.json,
+                     **_decoding(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        share = result["exact_on_those"]
+        print(f"wrote {result['out']}: {result['frames']} frames, median {result['median_latency_ms']:.1f} ms "
+              f"per caption" + (f", {share:.0%} exactly the true caption" if share is not None else ""))
+    return 0
+
+
+def _export_module():
     from .errors import BackendUnavailableError
 
     try:
-        from edge_caption.export import export
+        import edge_caption.export as module
+        import torch  # noqa: F401  (export and training need it; say so before any work starts)
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"exporting needs torch, onnx and transformers ({exc.name} is missing); "
+            f"this command needs torch, onnx and transformers ({exc.name} is missing); "
             "install them with: pip install 'edge-caption[export]'"
         ) from exc
+    return module
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _export_module()
+    from edge_caption.export.train import train
+
+    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every") if getattr(args, k) is not None}
+    summary = train(args.family, args.out, seed=args.seed, overwrite=args.overwrite, **given)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    export = _export_module().export
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     out = export(args.model, args.out, precision=args.precision, targets=targets, prompt=args.prompt,
                  name=args.name, overwrite=args.overwrite)
@@ -158,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-caption {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("export", help="export a Hugging Face captioner (local directory) to a bundle")
-    p.add_argument("--model", required=True, help="a local Hugging Face model directory")
+    p = sub.add_parser("export", help="export a captioner (local directory) to a bundle")
+    p.add_argument("--model", required=True,
+                   help="a local Hugging Face model directory, or one written by `edge-caption train`")
     p.add_argument("--out", required=True, help="the bundle directory to write (NAME.ecap)")
     p.add_argument("--precision", default="fp32", help="fp32 (fp16/int8/fp8 come with `build`)")
     p.add_argument("--targets", default="onnx", help="comma-separated: onnx")
@@ -169,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("caption", help="caption image files, globs or directories")
-    p.add_argument("inputs", nargs="+", metavar="[BUNDLE] IMAGE|GLOB|DIR")
+    p.add_argument("inputs", nargs="*", metavar="[BUNDLE] IMAGE|GLOB|DIR")
+    p.add_argument("--sample", action="store_true", help="also caption the sample scene shipped with the package")
     p.add_argument("-m", "--model", help="the bundle (default: first argument if it is a bundle, else the shipped model)")
     p.add_argument("--backend", default="auto", help="auto | tensorrt | torch-cuda | onnxruntime")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
@@ -181,6 +247,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", help="the bundle")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="caption a labelled data set and report BLEU, ROUGE-L, CIDEr (METEOR)")
+    p.add_argument("inputs", nargs="*", metavar="BUNDLE")
+    p.add_argument("-m", "--model", help="the bundle")
+    p.add_argument("--data", required=True,
+                   help="a generated split (test, val, train; SPLIT@SEED for another seed) or a directory with captions.json")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--meteor", choices=("auto", "yes", "no"), default="auto",
+                   help="METEOR needs Java and pycocoevalcap; auto: when both are present")
+    p.add_argument("--predictions", help="write every caption with its references to this JSON file")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    _decoding_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="caption a generated video and write it annotated as an MP4")
+    p.add_argument("inputs", nargs="*", metavar="BUNDLE")
+    p.add_argument("-m", "--model", help="the bundle")
+    p.add_argument("--out", default="demo.mp4")
+    p.add_argument("--seed", type=int, default=0, help="which generated video")
+    p.add_argument("--frames", type=int, default=240)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--json", action="store_true")
+    _decoding_flags(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a reference captioner on the generated scenes (needs torch)")
+    p.add_argument("--family", required=True, help="show-tell | show-attend-tell | cnn-transformer")
+    p.add_argument("--out", required=True, help="directory for weights, config and the training log")
+    p.add_argument("--steps", type=int, help="batches to train on (default 2000)")
+    p.add_argument("--batch-size", type=int, help="default 64")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 RNNs, 1e-3 transformer)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    p.add_argument("--eval-every", type=int, help="validate every N steps (default 500)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("doctor", help="GPUs, CUDA, TensorRT, ONNX Runtime providers, OpenCV and GStreamer")
     p.add_argument("--json", action="store_true")

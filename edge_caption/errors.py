@@ -18,6 +18,10 @@ class ExportError(EdgeCaptionError, ValueError):
     """A model that cannot be exported, or exported graphs that disagree with the model."""
 
 
+class DataError(EdgeCaptionError, ValueError):
+    """An evaluation data set (split name, captions.json, references) that cannot be used as given."""
+
+
 class BundleError(EdgeCaptionError, ValueError):
     """A bundle that is missing, corrupt, tampered with, or of an unsupported format."""
 

@@ -94,7 +94,9 @@ class Manifest:
     vocab_size: int
     decoding: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
-    step_extras: tuple[str, ...] = ()           # extra step outputs, e.g. attention weights
+    step_extras: tuple[str, ...] = ()           # extra step outputs, e.g. attention weights [N, S]
+    attention_grid: tuple[int, int] | None = None   # (h, w) the "attention" extra's S positions form
+    tokens_per_step: int | None = None          # 1: the step takes one token (RNNs); None: any number
     engines: tuple[EngineSpec, ...] = ()
     files: dict[str, str] = field(default_factory=dict)   # relative path -> sha256
     created_by: dict[str, str] = field(default_factory=dict)
@@ -129,11 +131,19 @@ class Manifest:
 
     def _check_consistency(self, where: str) -> None:
         problems = []
+        seeds = {s.init.split(":", 1)[1] for s in self.state if s.init.startswith("memory:")}
         for name in self.memory:
             if name not in self.encoder.outputs:
                 problems.append(f"memory tensor {name!r} is not an encoder output")
-            if name not in self.decoder_step.inputs:
-                problems.append(f"memory tensor {name!r} is not a decoder_step input")
+            if name not in self.decoder_step.inputs and name not in seeds:
+                problems.append(f"memory tensor {name!r} is neither a decoder_step input nor a state's initial value")
+        for name in seeds - set(self.memory):
+            problems.append(f"a state starts from {name!r}, which is not a memory tensor")
+        for name in self.step_extras:
+            if name not in self.decoder_step.outputs:
+                problems.append(f"step extra {name!r} is not a decoder_step output")
+        if self.tokens_per_step not in (None, 1):
+            problems.append(f"tokens_per_step must be 1 or null, got {self.tokens_per_step!r}")
         for s in self.state:
             if s.input not in self.decoder_step.inputs:
                 problems.append(f"state input {s.input!r} is not a decoder_step input")

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 from edge_caption import __version__
 from edge_caption.errors import ExportError
-from edge_caption.manifest import GraphSpec, Manifest, TokenizerSpec
+from edge_caption.manifest import GraphSpec, Manifest, Preprocess, TokenizerSpec
 from edge_caption.options import DecodeOptions
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
@@ -53,6 +53,7 @@ def export(
 
     say = _reporter(progress)
     from .adapters import split_model
+    from .families import is_model_dir
     from .onnx import export_onnx, validate
     from .preprocessing import preprocess_spec
     from .writer import staging, write_manifest
@@ -60,38 +61,55 @@ def export(
     output = Path(output)
     # staging refuses an existing bundle before any slow work starts
     with staging(output, overwrite) as scratch:
-        if isinstance(model, (str, Path)):
+        if isinstance(model, (str, Path)) and not is_model_dir(model):
             processor, tokenizer = _load_helpers(Path(model), processor, tokenizer)
-        if tokenizer is None:
-            raise ExportError("export() needs the model's tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")
         say("splitting the model into encoder and decoder step")
         split = split_model(model, prompt=prompt, tokenizer=tokenizer)
-        spec = preprocess_spec(processor, split.image_size)
-        defaults = DecodeOptions.from_mapping(split.generation_defaults).to_dict()
+        tokenizer = tokenizer if tokenizer is not None else split.tokenizer
+        if tokenizer is None:
+            raise ExportError("export() needs the model's tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")
+        spec = split.preprocess or preprocess_spec(processor, split.image_size)
         say("writing ONNX graphs")
         graphs = export_onnx(split, scratch, progress=say)
         say("checking the ONNX graphs against PyTorch on ONNX Runtime")
         validate(split, scratch)
         say("writing tokenizer.json and manifest.json")
-        tokenizer_spec = _write_tokenizer(tokenizer, scratch, split)
-        manifest = Manifest(
-            name=name or split.name,
-            version=str(version),
-            family=split.family,
-            preprocess=spec,
-            tokenizer=tokenizer_spec,
-            encoder=_graph(graphs["encoder"]),
-            decoder_step=_graph(graphs["decoder_step"]),
-            memory=tuple(split.memory_names),
-            state=tuple(split.state),
-            vocab_size=split.vocab_size,
-            decoding=defaults,
-            precision=precision,
-            created_by=_versions(),
-        )
+        manifest = manifest_for(split, spec, _write_tokenizer(tokenizer, scratch, split), name=name,
+                                version=version, precision=precision)
+        for key, graph in (("encoder", manifest.encoder), ("decoder_step", manifest.decoder_step)):
+            got = _graph(graphs[key])
+            if (got.inputs, got.outputs) != (graph.inputs, graph.outputs):
+                raise ExportError(f"{graph.file} has inputs {got.inputs} and outputs {got.outputs}, "
+                                  f"but the split model declares {graph.inputs} and {graph.outputs}")
         write_manifest(scratch, manifest)
     say(f"bundle written to {output}")
     return output
+
+
+def manifest_for(split: Any, preprocess: Preprocess, tokenizer: TokenizerSpec, *, name: str | None = None,
+                 version: str = "1", precision: str = "fp32") -> Manifest:
+    """The manifest a split model's bundle gets (without files and checksums, which the writer adds)."""
+    from .onnx import ENCODER_FILE, STEP_FILE
+
+    return Manifest(
+        name=name or split.name,
+        version=str(version),
+        family=split.family,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        encoder=GraphSpec(ENCODER_FILE, ("pixel_values",), tuple(split.memory_names)),
+        decoder_step=GraphSpec(STEP_FILE, ("input_ids", *split.step_memory, *split.past_names),
+                               ("logits", *split.present_names, *split.step_extras)),
+        memory=tuple(split.memory_names),
+        state=tuple(split.state),
+        vocab_size=split.vocab_size,
+        decoding=DecodeOptions.from_mapping(split.generation_defaults).to_dict(),
+        precision=precision,
+        step_extras=tuple(split.step_extras),
+        attention_grid=split.attention_grid,
+        tokens_per_step=split.tokens_per_step,
+        created_by=_versions(),
+    )
 
 
 def _graph(info: Any) -> GraphSpec:
@@ -100,7 +118,8 @@ def _graph(info: Any) -> GraphSpec:
 
 
 def _write_tokenizer(tokenizer: Any, directory: Path, split: Any) -> TokenizerSpec:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    # a Hugging Face fast tokenizer wraps a `tokenizers.Tokenizer`; our reference models carry one bare
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer if hasattr(tokenizer, "to_str") else None)
     if backend is None:
         raise ExportError(
             f"{type(tokenizer).__name__} has no Hugging Face `tokenizers` backend to save as tokenizer.json; "

@@ -37,26 +37,39 @@ def export_onnx(split, out_dir: Path, *, opset: int | None = None,
     dim = torch.export.Dim
     B, N, T, L, S = dim("B", min=1), dim("N", min=1), dim("T", min=0), dim("L", min=1), dim("S", min=1)
 
+    dims = {"B": B, "N": N, "T": T, "L": L, "S": S}
+
     pixels = torch.randn(_B, 3, *split.image_size)
     with torch.no_grad():
-        memory = split.encoder(pixels)
+        memory = dict(zip(split.memory_names, split.encoder(pixels)))
     say(f"exporting the encoder ({ENCODER_FILE})")
     with _eager_attention(split.encoder):
         _export(split.encoder, (pixels,), out_dir / ENCODER_FILE, ["pixel_values"], list(split.memory_names),
                 ({0: B},), opset)
 
     n = _B * _BEAMS
-    ids = torch.randint(0, split.vocab_size, (n, _L))
-    past = [torch.randn(n, s.shape[1], _T, s.shape[3]) for s in split.state]
+    one = split.tokens_per_step == 1
+    ids = torch.randint(0, split.vocab_size, (n, 1 if one else _L))
+    step_memory = [memory[name] for name in split.step_memory]
+    memory_shapes = dict(zip(split.memory_names, split.memory_shapes or [("B", "h", "S", "d")] * len(memory)))
+    past = [torch.randn(*[{"N": n, "T": _T}.get(d, d) for d in s.shape]) for s in split.state]
     # StepBase.forward(input_ids, *tensors): torch.export wants the varargs' shapes as one nested tuple
-    shapes = ({0: N, 1: L}, (*[{0: B, 2: S}] * len(memory), *[{0: N, 2: T}] * len(past)))
+    shapes = ({0: N} if one else {0: N, 1: L},
+              (*[_dynamic(memory_shapes[name], dims) for name in split.step_memory],
+               *[_dynamic(s.shape, dims) for s in split.state]))
     say(f"exporting the decoder step ({STEP_FILE})")
-    _export(split.step, (ids, *memory, *past), out_dir / STEP_FILE,
-            ["input_ids", *split.memory_names, *split.past_names], ["logits", *split.present_names], shapes, opset)
+    _export(split.step, (ids, *step_memory, *past), out_dir / STEP_FILE,
+            ["input_ids", *split.step_memory, *split.past_names],
+            ["logits", *split.present_names, *split.step_extras], shapes, opset)
 
     graphs = {"encoder": _check(out_dir, ENCODER_FILE), "decoder_step": _check(out_dir, STEP_FILE)}
     say("ONNX graphs written and checked")
     return graphs
+
+
+def _dynamic(shape, dims) -> dict:
+    """Symbolic axes of a declared shape -> torch.export dims (B/N/T/S; named sizes of HF K/V too)."""
+    return {axis: dims[d] for axis, d in enumerate(shape) if isinstance(d, str) and d in dims}
 
 
 @contextlib.contextmanager
@@ -152,31 +165,49 @@ def validate(split, out_dir: Path, *, atol: float = 1e-4, rtol: float = 1e-3, st
             raise ExportError(f"{name} disagrees ({kind}): max abs diff {err:.3g} "
                               f"(atol {atol}, rtol {rtol}); the exported graph does not match the model")
 
+    oracle = split.recompute or (lambda p, seq: _hf_logits(split, p, seq))
+    outputs = ["logits", *split.present_names, *split.step_extras]
     with torch.no_grad():
         ref_memory = [t.numpy() for t in split.encoder(pixels)]
         memory = enc.run(list(split.memory_names), {"pixel_values": pixels.numpy()})
         for name, got, want in zip(split.memory_names, memory, ref_memory):
             compare("memory_vs_torch", name, got, want)
-        mem_feed = dict(zip(split.memory_names, memory))
-        mem_torch = [torch.from_numpy(m) for m in memory]
+        by_name = dict(zip(split.memory_names, memory))
+        mem_feed = {name: by_name[name] for name in split.step_memory}
+        mem_torch = [torch.from_numpy(by_name[name]) for name in split.step_memory]
 
         sequence = torch.tensor([split.prompt_ids] * n, dtype=torch.long)
-        new = torch.randint(0, split.vocab_size, (n, 1), generator=gen)
-        sequence = torch.cat([sequence, new], dim=1)
-        new = sequence
-        past = [np.zeros((n, s.shape[1], 0, s.shape[3]), dtype=np.float32) for s in split.state]
+        if split.tokens_per_step == 1:
+            feeds = [sequence[:, i:i + 1] for i in range(sequence.shape[1])]    # one token per step
+        else:
+            sequence = torch.cat([sequence, torch.randint(0, split.vocab_size, (n, 1), generator=gen)], dim=1)
+            feeds = [sequence]
+        past = [_initial_state(s, by_name, n, beams) for s in split.state]
         hf_pixels = pixels.repeat_interleave(beams, dim=0)
-        for _ in range(steps):
+        for i in range(len(feeds) - 1 + steps):
+            new = feeds[i] if i < len(feeds) else new
             feed = {"input_ids": new.numpy(), **mem_feed, **dict(zip(split.past_names, past))}
-            out = step.run(["logits", *split.present_names], feed)
+            out = step.run(outputs, feed)
             ref = split.step(new, *mem_torch, *[torch.from_numpy(p) for p in past])
-            for name, got, want in zip(["logits", *split.present_names], out, ref):
-                compare("logits_vs_torch" if name == "logits" else "present_vs_torch", name, got, want.numpy())
-            compare("logits_vs_hf", "logits", out[0], _hf_logits(split, hf_pixels, sequence).numpy())
-            past = out[1:]
+            for name, got, want in zip(outputs, out, ref):
+                kind = "logits_vs_torch" if name == "logits" else "present_vs_torch"
+                compare(kind, name, got, want.numpy())
+            past = out[1:1 + len(split.state)]
+            if i < len(feeds) - 1:
+                continue
+            compare("logits_vs_recompute", "logits", out[0], oracle(hf_pixels, sequence).numpy())
             new = torch.from_numpy(out[0]).argmax(-1, keepdim=True)
             sequence = torch.cat([sequence, new], dim=1)
     return diffs
+
+
+def _initial_state(spec, memory, rows: int, beams: int):
+    import numpy as np
+
+    if spec.init.startswith("memory:"):
+        return np.repeat(memory[spec.init.split(":", 1)[1]], beams, axis=0)
+    shape = [{"N": rows, "T": 0}.get(d, d) for d in spec.shape]
+    return np.zeros(shape, dtype=np.float32)
 
 
 def _hf_logits(split, pixels, sequence):

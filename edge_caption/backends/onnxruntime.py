@@ -43,6 +43,7 @@ class OnnxRuntimeBackend:
             ) from exc
         self.providers = self._step.get_providers()
         self._memory_names = list(manifest.memory)
+        self._step_memory = [n for n in manifest.memory if n in manifest.decoder_step.inputs]
         self._step_outputs = [o.name for o in self._step.get_outputs()]
         self._state_by_output = {s.output: s.input for s in manifest.state}
         self._extras = [n for n in self._step_outputs if n != "logits" and n not in self._state_by_output]
@@ -52,7 +53,7 @@ class OnnxRuntimeBackend:
         return dict(zip(self._memory_names, values))
 
     def step(self, input_ids, memory, state):
-        feeds = {"input_ids": input_ids, **memory, **state}
+        feeds = {"input_ids": input_ids, **{n: memory[n] for n in self._step_memory}, **state}
         values = dict(zip(self._step_outputs, self._step.run(self._step_outputs, feeds)))
         new_state = {self._state_by_output[name]: values[name] for name in self._state_by_output}
         extras = {name: values[name] for name in self._extras}

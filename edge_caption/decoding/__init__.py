@@ -1,6 +1,8 @@
 """One decoding loop for every family and backend: greedy and beam search with `generate()`'s semantics."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..manifest import Manifest
@@ -9,18 +11,31 @@ from .beam import beam_search
 from .greedy import greedy_search
 from .state import DecoderState, StepBackend
 
-Hypotheses = list[list[tuple[tuple[int, ...], float]]]
+
+
+class Hypothesis(NamedTuple):
+    token_ids: tuple[int, ...]
+    score: float
+    trace: np.ndarray | None = None     # the traced step extra, one row per token: [len(token_ids), ...]
+
+
+Hypotheses = list[list[Hypothesis]]
 
 
 def decode(backend: StepBackend, manifest: Manifest, memory: dict[str, np.ndarray], options: DecodeOptions,
-           prompt_ids: tuple[int, ...] | None = None) -> Hypotheses:
-    """Decode every image whose encoder outputs are `memory`; per image, its hypotheses best first."""
+           prompt_ids: tuple[int, ...] | None = None, trace: str | None = None) -> Hypotheses:
+    """Decode every image whose encoder outputs are `memory`; per image, its hypotheses best first.
+
+    `trace`: a step extra (e.g. "attention") to keep for every generated token, following the beams."""
     prompt = np.asarray(prompt_ids if prompt_ids is not None else manifest.tokenizer.prompt_ids, dtype=np.int64)
     eos = np.asarray(manifest.tokenizer.eos_token_ids, dtype=np.int64)
+    if trace is not None and trace not in manifest.step_extras:
+        raise ValueError(f"the {manifest.family} step has no {trace!r} output to trace "
+                         f"(it has: {', '.join(manifest.step_extras) or 'none'})")
     state = DecoderState(backend, manifest, memory, rows_per_image=options.num_beams)
-    if options.num_beams == 1:
-        return greedy_search(state, prompt, eos, options)
-    return beam_search(state, prompt, eos, options)
+    search = greedy_search if options.num_beams == 1 else beam_search
+    found = search(state, prompt, eos, options, trace)
+    return [[Hypothesis(ids, score, t) for ids, score, t in per_image] for per_image in found]
 
 
-__all__ = ["decode", "DecoderState", "Hypotheses"]
+__all__ = ["decode", "DecoderState", "Hypothesis", "Hypotheses"]

@@ -26,9 +26,17 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, options: DecodeOptions
-                ) -> list[list[tuple[tuple[int, ...], float]]]:
-    """Returns, per image, `num_return_sequences` (token_ids, score) hypotheses, best first."""
+def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """values [B, k, ...] gathered along axis 1 by index [B, m]."""
+    return np.take_along_axis(values, index.reshape(*index.shape, *([1] * (values.ndim - 2))), axis=1)
+
+
+def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, options: DecodeOptions,
+                trace: str | None = None) -> list[list[tuple[tuple[int, ...], float, np.ndarray | None]]]:
+    """Returns, per image, `num_return_sequences` (token_ids, score, trace) hypotheses, best first.
+
+    A traced step extra follows its tokens: gathered from the same source beam, merged into the
+    finished hypotheses by the same picks."""
     nb = options.num_beams
     batch = state.active
     prompt_len = len(prompt)
@@ -45,7 +53,8 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
     finished_scores = np.full((batch, nb), _NEG, dtype=np.float32)
     is_finished = np.zeros((batch, nb), dtype=bool)
     unsatisfied = np.ones(batch, dtype=bool)
-    results: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in range(batch)]
+    results: list = [[] for _ in range(batch)]
+    running_trace = finished_trace = None       # [B, nb, generated, ...] / [B, nb, max new tokens, ...]
 
     step_ids = running.reshape(batch * nb, -1)
     cur_len = prompt_len
@@ -61,12 +70,20 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
         src_beam, tokens = top // vocab, top % vocab
         top_seqs = np.concatenate([np.take_along_axis(running, src_beam[:, :, None], axis=1), tokens[:, :, None]], axis=2)
         hits = np.isin(tokens, eos_ids) | (cur_len + 1 >= max_len)
+        if trace is not None:
+            now = state.extras[trace].reshape(b, nb, 1, -1)
+            if running_trace is None:
+                running_trace = np.zeros((b, nb, 0, now.shape[-1]), now.dtype)
+                finished_trace = np.zeros((b, nb, max_len - prompt_len, now.shape[-1]), now.dtype)
+            top_trace = np.concatenate([_gather(running_trace, src_beam), _gather(now, src_beam)], axis=2)
 
         # the best nb candidates that did not stop continue
         cont_scores = top_scores + hits.astype(np.float32) * _NEG
         nxt = _top(cont_scores, nb)
         running = np.take_along_axis(top_seqs, nxt[:, :, None], axis=1)
         running_scores = np.take_along_axis(cont_scores, nxt, axis=1)
+        if trace is not None:
+            running_trace = _gather(top_trace, nxt)
         source_rows = (np.arange(b)[:, None] * nb + np.take_along_axis(src_beam, nxt, axis=1)).reshape(-1)
 
         # candidates among the top nb that stopped may join the finished hypotheses
@@ -84,6 +101,10 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
         finished_len = np.take_along_axis(
             np.concatenate([finished_len, np.full((b, keep_k), cur_len + 1 - prompt_len)], axis=1), pick, axis=1)
         finished_scores = np.take_along_axis(merged_scores, pick, axis=1)
+        if trace is not None:
+            padded_trace = np.zeros((b, keep_k, *finished_trace.shape[2:]), finished_trace.dtype)
+            padded_trace[:, :, : top_trace.shape[2]] = top_trace
+            finished_trace = _gather(np.concatenate([finished_trace, padded_trace], axis=1), pick)
         is_finished = np.take_along_axis(np.concatenate([is_finished, just], axis=1), pick, axis=1)
 
         state.reorder(source_rows)
@@ -103,7 +124,8 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
         for i in np.flatnonzero(stop):
             results[state.images[i]] = [
                 (tuple(int(t) for t in finished[i, j, prompt_len: prompt_len + finished_len[i, j]]),
-                 float(finished_scores[i, j]))
+                 float(finished_scores[i, j]),
+                 None if finished_trace is None else finished_trace[i, j, : finished_len[i, j]])
                 for j in range(options.num_return_sequences)
             ]
         if stop.all():
@@ -114,4 +136,6 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
             running, running_scores = running[keep], running_scores[keep]
             finished, finished_len = finished[keep], finished_len[keep]
             finished_scores, is_finished, unsatisfied = finished_scores[keep], is_finished[keep], unsatisfied[keep]
+            if trace is not None:
+                running_trace, finished_trace = running_trace[keep], finished_trace[keep]
         step_ids = running[:, :, -1].reshape(-1, 1)

@@ -8,29 +8,35 @@ from .processors import apply_processors, log_softmax
 from .state import DecoderState
 
 
-def greedy_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, options: DecodeOptions
-                  ) -> list[list[tuple[tuple[int, ...], float]]]:
-    """Returns, per image, one (token_ids, mean token log-prob) hypothesis."""
+def greedy_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, options: DecodeOptions,
+                  trace: str | None = None) -> list[list[tuple[tuple[int, ...], float, np.ndarray | None]]]:
+    """Returns, per image, one (token_ids, mean token log-prob, trace) hypothesis."""
     images = state.active
     prompt_len = len(prompt)
     max_len = prompt_len + options.max_new_tokens
     history = np.tile(prompt, (images, 1))
     logprob_sum = np.zeros(images, dtype=np.float64)
-    results: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in range(images)]
+    results: list = [[] for _ in range(images)]
+    traced = None
     step_ids = history
     while True:
         scores = apply_processors(state.step(step_ids), history, options, prompt_len=prompt_len, eos_ids=eos_ids)
         tokens = scores.argmax(axis=1)
         logprob_sum += log_softmax(scores)[np.arange(len(tokens)), tokens]
         history = np.concatenate([history, tokens[:, None]], axis=1)
+        if trace is not None:
+            now = state.extras[trace][:, None]
+            traced = now if traced is None else np.concatenate([traced, now], axis=1)
         done = np.isin(tokens, eos_ids) | (history.shape[1] >= max_len)
         for row in np.flatnonzero(done):
             generated = history[row, prompt_len:]
-            results[state.images[row]] = [(tuple(int(t) for t in generated), float(logprob_sum[row] / len(generated)))]
+            results[state.images[row]] = [(tuple(int(t) for t in generated), float(logprob_sum[row] / len(generated)),
+                                           None if traced is None else traced[row])]
         if done.all():
             return results
         if done.any():
             keep = np.flatnonzero(~done)
             state.keep(keep)
             history, logprob_sum, tokens = history[keep], logprob_sum[keep], tokens[keep]
+            traced = None if traced is None else traced[keep]
         step_ids = tokens[:, None]

@@ -36,10 +36,14 @@ class DecoderState:
         return len(self.images)
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
-        """Run one decoder step on [active*k, L] ids; returns logits [active*k, V] as float32."""
-        logits, new_state, self.extras = self.backend.step(np.ascontiguousarray(input_ids, dtype=np.int64),
-                                                           self.memory, self.state)
-        self.state = new_state
+        """Run one decoder step on [active*k, L] ids; returns logits [active*k, V] as float32.
+
+        A step that takes one token at a time (an RNN) is run once per column of a longer prompt."""
+        input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        columns = [input_ids[:, i:i + 1] for i in range(input_ids.shape[1])] \
+            if self.manifest.tokens_per_step == 1 else [input_ids]
+        for ids in columns:
+            logits, self.state, self.extras = self.backend.step(np.ascontiguousarray(ids), self.memory, self.state)
         return np.asarray(logits, dtype=np.float32)
 
     def reorder(self, rows: np.ndarray) -> None:

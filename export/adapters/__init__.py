@@ -9,7 +9,8 @@ from edge_caption.errors import ExportError
 from .base import SplitModel
 
 SUPPORTED = ("VisionEncoderDecoderModel (ViT/DeiT/Swin/... + GPT-2 or BERT decoder)",
-             "BlipForConditionalGeneration")
+             "BlipForConditionalGeneration",
+             "our reference families (show-tell, show-attend-tell, cnn-transformer; edge-caption train)")
 _BY_MODEL_TYPE = {"vision-encoder-decoder": "VisionEncoderDecoderModel", "blip": "BlipForConditionalGeneration"}
 
 __all__ = ["SplitModel", "split_model", "SUPPORTED"]
@@ -27,6 +28,14 @@ def split_model(model_or_dir, *, prompt=None, tokenizer=None) -> SplitModel:
         raise ExportError(f"expected a model or a model directory, got {type(model).__name__}")
     model = model.float().eval()
     cls = type(model).__name__
+    from ..families import ReferenceCaptioner
+
+    if isinstance(model, ReferenceCaptioner):
+        from . import reference
+
+        if prompt is not None:
+            raise ExportError(f"the {model.family} family starts every caption from its BOS token; it takes no prompt")
+        return reference.split(model)
     if cls == "VisionEncoderDecoderModel":
         from . import vision_encoder_decoder
 
@@ -51,6 +60,10 @@ def split_model(model_or_dir, *, prompt=None, tokenizer=None) -> SplitModel:
 
 def _load(path):
     path = Path(path)
+    from ..families import is_model_dir, load
+
+    if is_model_dir(path):
+        return load(path)
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ExportError(f"{path} is not a model directory (no config.json)")

@@ -8,12 +8,12 @@ LM heads) are called, so the numbers match the original model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from edge_caption.errors import ExportError
-from edge_caption.manifest import StateSpec
+from edge_caption.manifest import Preprocess, StateSpec
 
 GENERATION_KEYS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "early_stopping",
                    "no_repeat_ngram_size", "repetition_penalty", "num_return_sequences")
@@ -34,10 +34,23 @@ class SplitModel:
     pad_token_id: int | None
     generation_defaults: dict[str, Any] = field(default_factory=dict)
     hf_model: torch.nn.Module | None = None
+    # what the Hugging Face families leave at these defaults and our reference families set
+    step_memory_names: list[str] | None = None      # memory the step reads; None: all of it
+    memory_shapes: list[tuple] | None = None        # symbolic shapes; None: [B, heads, S, head_dim] K/V
+    step_extras: list[str] = field(default_factory=list)    # extra step outputs, e.g. "attention"
+    tokens_per_step: int | None = None              # None: a step takes any number of tokens
+    attention_grid: tuple[int, int] | None = None   # (h, w) of the attention weights' positions
+    recompute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None   # no-cache oracle
+    preprocess: Preprocess | None = None            # when the model itself knows it
+    tokenizer: Any = None                           # when the model carries its own tokenizer
 
     @property
     def num_layers(self) -> int:
         return len(self.memory_names) // 2
+
+    @property
+    def step_memory(self) -> list[str]:
+        return list(self.memory_names if self.step_memory_names is None else self.step_memory_names)
 
     @property
     def past_names(self) -> list[str]:

@@ -1,0 +1,223 @@
+"""Train a reference captioner on the generated scenes, on a CPU: `edge-caption train`.
+
+Reproducible from the seed: the data split is fixed, the seed sets the initial weights and the
+order of batches. Validation decodes the val split greedily with the runtime's own decoding loop
+(over the PyTorch modules) and scores it with the runtime's metrics, so the val CIDEr in the log
+is what `edge-caption eval` will report for the exported bundle. The best checkpoint is kept.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_caption.errors import ExportError
+
+DEFAULT_STEPS = 2000
+
+
+def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_size: int = 64, lr: float | None = None,
+          seed: int = 0, eval_every: int = 500, train_count: int | None = None, val_count: int = 500,
+          threads: int | None = None, overwrite: bool = False, progress: bool = True,
+          **model_config: Any) -> dict[str, Any]:
+    """Train `family` for `steps` batches and save the best (by val CIDEr) weights in `out`.
+
+    Writes `out/config.json` + `out/weights.pt` (what `edge-caption export --model out` reads),
+    `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`."""
+    import torch
+
+    from . import families
+    from .module_backend import ModuleBackend
+
+    if family not in families.FAMILIES:
+        raise ExportError(f"unknown family {family!r}; choose one of: {', '.join(families.FAMILIES)}")
+    out = Path(out)
+    if (out / "weights.pt").exists() and not overwrite:
+        raise ExportError(f"{out} already holds a trained model; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
+    say = _reporter(progress)
+
+    images, captions = training_data(train_count, progress=say)
+    model = families.create(family, seed=seed, **model_config)
+    vocab = {w: i for i, w in enumerate(model.vocab)}
+    encoded = [[np.asarray(_ids(c, vocab), dtype=np.int64) for c in caps] for caps in captions]
+    val = list(_val(val_count))
+    lr = lr or (1e-3 if family == "cnn-transformer" else 2e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warmup = min(300, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, steps))
+    rng = np.random.default_rng([seed, 7])
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=families.PAD, label_smoothing=0.05)
+    spec = model.preprocess()
+
+    log = (out / "train_log.jsonl").open("w")
+    best: dict[str, Any] = {"CIDEr": -1.0}
+    started = time.perf_counter()
+    bar = _bar(steps, progress, f"train {family}")
+    running = 0.0
+    model.train()
+    for step in range(1, steps + 1):
+        pixels, inputs, targets = _batch(images, encoded, rng, batch_size, spec)
+        logits = model.forward_train(pixels, inputs)
+        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+        optimizer.step()
+        schedule.step()
+        running = loss.item() if step == 1 else 0.98 * running + 0.02 * loss.item()
+        bar(1, loss=f"{running:.3f}")
+        if step % 50 == 0 or step == steps:
+            _write(log, {"step": step, "loss": round(running, 5), "lr": schedule.get_last_lr()[0],
+                         "elapsed_s": round(time.perf_counter() - started, 1)})
+        if step % eval_every == 0 or step == steps:
+            scores = validate(model, val, ModuleBackend)
+            model.train()
+            _write(log, {"step": step, "val": scores, "elapsed_s": round(time.perf_counter() - started, 1)})
+            say(f"step {step}: loss {running:.3f}, val CIDEr {scores['CIDEr']:.3f}, BLEU-4 {scores['BLEU-4']:.3f}, "
+                f"exact {scores['exact']:.3f}")
+            if scores["CIDEr"] > best["CIDEr"]:
+                best = {**scores, "step": step}
+                model.eval()
+                model.save(out)
+                model.train()
+    bar(0, close=True)
+    log.close()
+    import torch as _torch
+
+    summary = {"family": family, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
+               "train_images": len(images), "val_images": len(val), "best_val": best,
+               "train_time_s": round(time.perf_counter() - started, 1), "torch": _torch.__version__,
+               "threads": _torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters())}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    say(f"best val CIDEr {best['CIDEr']:.3f} at step {best.get('step')}; model saved in {out}")
+    return summary
+
+
+def validate(model, samples, backend_cls, *, batch: int = 250) -> dict[str, float]:
+    """Greedy captions of `samples` through the runtime's decoding loop, scored like `edge-caption eval`."""
+    from edge_caption import metrics
+    from edge_caption.decoding import decode
+    from edge_caption.options import DecodeOptions
+    from edge_caption.preprocess import preprocess
+
+    from edge_caption.manifest import TokenizerSpec
+
+    from .adapters import split_model
+    from .api import manifest_for
+
+    split = split_model(model)
+    manifest = manifest_for(split, split.preprocess, TokenizerSpec("tokenizer.json", tuple(split.prompt_ids),
+                                                                   tuple(split.eos_token_ids), split.pad_token_id))
+    backend = backend_cls(split)
+    options = DecodeOptions.from_mapping(manifest.decoding).replace(num_beams=1)
+    tokenizer = split.tokenizer
+    hypotheses, references = {}, {}
+    for start in range(0, len(samples), batch):
+        chunk = samples[start:start + batch]
+        pixels = preprocess([s.image[..., ::-1] for s in chunk], manifest.preprocess)
+        found = decode(backend, manifest, backend.encode(pixels), options)
+        for i, (sample, hyps) in enumerate(zip(chunk, found)):
+            hypotheses[start + i] = tokenizer.decode(list(hyps[0].token_ids), skip_special_tokens=True)
+            references[start + i] = list(sample.captions)
+    return metrics.evaluate(references, hypotheses, meteor=False)
+
+
+def training_data(count: int | None = None, *, progress: Callable[[str], None] = print
+                  ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """The train split's images (BGR uint8 [N,96,96,3]) and captions, rendered once and cached."""
+    from edge_caption.scenes import SPLITS, split_samples
+
+    count = count or SPLITS["train"][1]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-caption" / f"scenes-train-0-{count}.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            return data["images"], [tuple(c) for c in json.loads(str(data["captions"]))]
+    progress(f"rendering {count} training scenes (cached in {cache})")
+    samples = list(split_samples("train", count=count))
+    images = np.stack([s.image for s in samples])
+    captions = [s.captions for s in samples]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, captions=np.asarray(json.dumps(captions)))
+    tmp.replace(cache)
+    return images, captions
+
+
+def _val(count: int):
+    from edge_caption.scenes import split_samples
+
+    return split_samples("val", count=count)
+
+
+def _ids(text: str, vocab: dict[str, int]) -> list[int]:
+    from edge_caption.scenes import encode_caption
+
+    return encode_caption(text, vocab)
+
+
+def _batch(images, encoded, rng, size, spec):
+    import torch
+
+    from edge_caption.preprocess import preprocess
+
+    from .families import BOS, EOS, PAD
+
+    index = rng.integers(0, len(images), size)
+    rows = []
+    for i in index:
+        options = encoded[i]
+        rows.append(options[rng.integers(len(options))])
+    longest = max(len(r) for r in rows) + 2
+    tokens = np.full((size, longest), PAD, dtype=np.int64)
+    for j, r in enumerate(rows):
+        tokens[j, : len(r) + 2] = [BOS, *r, EOS]
+    pixels = torch.from_numpy(preprocess([images[i][..., ::-1] for i in index], spec))
+    tokens = torch.from_numpy(tokens)
+    return pixels, tokens[:, :-1], tokens[:, 1:]
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _write(log, record: dict) -> None:
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+
+
+def _reporter(progress: bool) -> Callable[[str], None]:
+    if not progress:
+        return lambda message: None
+    try:
+        from tqdm import tqdm
+        return lambda message: tqdm.write(f"[edge-caption train] {message}")
+    except ImportError:
+        return lambda message: print(f"[edge-caption train] {message}", flush=True)
+
+
+def _bar(total: int, enabled: bool, label: str):
+    """A tqdm bar as one callable: bar(n, **postfix) advances, bar(0, close=True) ends."""
+    if not enabled:
+        return lambda n, close=False, **postfix: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="step", mininterval=2.0)
+
+    def update(n, close=False, **postfix):
+        if close:
+            bar.close()
+            return
+        bar.update(n)
+        if postfix and bar.n % 25 == 0:
+            bar.set_postfix(postfix, refresh=False)
+    return update

@@ -1,0 +1,101 @@
+"""The shipped default model: the quick start, `eval`, `demo`, all without torch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import edge_caption
+from edge_caption import EdgeCaptioner
+from edge_caption.captioner import DEFAULT_BUNDLE
+
+DATA = Path(edge_caption.__file__).parent / "data"
+SAMPLE_CAPTIONS = json.loads((DATA / "captions.json").read_text())["images"][0]["captions"]
+# A subprocess in which `import torch` fails, as on a machine where it is not installed.
+NO_TORCH = ("import sys, importlib.abc\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'transformers'):\n"
+            "            raise ImportError(f'No module named {name!r} (blocked by the test)')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from edge_caption.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+
+
+def _cli_without_torch(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_default_bundle_ships_small_and_verified():
+    size = sum(p.stat().st_size for p in DEFAULT_BUNDLE.rglob("*") if p.is_file())
+    assert size < 20e6
+    with EdgeCaptioner() as captioner:
+        assert captioner.bundle.path == DEFAULT_BUNDLE
+        assert captioner.manifest.family in ("show-tell", "show-attend-tell", "cnn-transformer")
+
+
+def test_quick_start_captions_the_sample_without_torch():
+    out = _cli_without_torch("caption", "--sample")
+    assert out.returncode == 0, out.stderr
+    path, text = out.stdout.strip().split(": ", 1)
+    assert Path(path).name == "scene.jpg"
+    assert text in SAMPLE_CAPTIONS
+
+
+def test_eval_and_demo_without_torch(tmp_path):
+    out = _cli_without_torch("eval", "--data", "test", "--limit", "40", "--json", "--meteor", "no", "--quiet")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["images"] == 40
+    assert set(result["metrics"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr", "exact"}
+    demo = _cli_without_torch("demo", "--out", str(tmp_path / "demo.mp4"), "--frames", "12", "--json")
+    assert demo.returncode == 0, demo.stderr
+    video = cv2.VideoCapture(str(tmp_path / "demo.mp4"))
+    frames = 0
+    while video.read()[0]:
+        frames += 1
+    assert frames == 12
+
+
+def test_default_model_captions_scenes_well():
+    """On 200 test images; the full split's scores are in the README (bench_families.py)."""
+    from edge_caption.evaluation import evaluate
+
+    with EdgeCaptioner() as captioner:
+        result = evaluate(captioner, "test", limit=200, meteor=False, progress=False)
+    assert result["metrics"]["CIDEr"] >= 2.0, result["metrics"]
+
+
+def test_eval_cli_errors_say_what_to_do(tmp_path):
+    out = _cli_without_torch("eval", "--data", str(tmp_path / "missing"))
+    assert out.returncode == 2 and "neither a split name" in out.stderr and "write_split" in out.stderr
+    out = _cli_without_torch("caption")
+    assert out.returncode == 2 and "--sample" in out.stderr
+    out = _cli_without_torch("train", "--family", "show-tell", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and "pip install 'edge-caption[export]'" in out.stderr
+
+
+def test_attention_overlay_draws_on_the_frame():
+    from edge_caption.overlay import annotate
+
+    frame = cv2.imread(str(DATA / "scene.jpg"))
+    with EdgeCaptioner() as captioner:
+        caption = captioner.caption(frame, return_attention=True)
+    drawn = annotate(frame, caption, truth=SAMPLE_CAPTIONS[0])
+    assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)
+    if captioner.manifest.attention_grid:
+        assert caption.attention.shape[1:] == captioner.manifest.attention_grid
+
+
+@pytest.mark.slow
+def test_default_model_full_test_split():
+    from edge_caption.evaluation import evaluate
+
+    with EdgeCaptioner() as captioner:
+        result = evaluate(captioner, "test", meteor=False, progress=False)
+    assert result["images"] == 1000 and result["metrics"]["CIDEr"] >= 2.0, result["metrics"]
