@@ -136,6 +136,22 @@ class EdgeCaptioner:
                                     made[0].attention))
         return captions
 
+    # ---- streaming -----------------------------------------------------------------------
+    def stream(self, source: Any, **stream_options: Any):
+        """Caption a live source (or several) -> `CaptionStream`, an iterator of `CaptionEvent`s.
+
+        `source`: a camera index, "csi://N", "rtsp://...", "http(s)://...", a video file, a GStreamer
+        pipeline ending in appsink, or an iterable of frames; a list of sources is several, batched
+        together. Options: every_n, max_rate, gate, emit, reconnect, max_retries, backoff,
+        return_attention (see `edge_caption.stream.StreamOptions`)."""
+        from .errors import OptionError
+        from .stream import CaptionStream, StreamOptions, split_sources
+
+        unknown = sorted(set(stream_options) - set(StreamOptions.names()))
+        if unknown:
+            raise OptionError(f"unknown stream option(s) {', '.join(unknown)}; valid: {', '.join(StreamOptions.names())}")
+        return CaptionStream(self, split_sources(source), StreamOptions(**stream_options))
+
     # ---- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
         self._backend.close()

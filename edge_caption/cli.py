@@ -108,7 +108,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"input      {pre.size[0]}x{pre.size[1]} {pre.color.upper()}, resize {pre.resize}, "
           f"mean {list(pre.mean)}, std {list(pre.std)}")
     print(f"graphs     encoder: {m.encoder.file}; decoder step: {m.decoder_step.file} "
-          f"({len(m.state)} state tensors, {len(m.memory)} memory tensors)")
+          f"({len(m.state)} state tensors, {len(m.memory)} memory tensors, "
+          f"{'one token' if m.tokens_per_step == 1 else 'any number of tokens'} per step)")
+    if m.step_extras:
+        grid = f" over a {m.attention_grid[0]}x{m.attention_grid[1]} grid" if m.attention_grid else ""
+        print(f"extras     {', '.join(m.step_extras)}{grid} (caption(..., return_attention=True))")
     print(f"engines    {', '.join(f'{e.graph} sm_{e.compute_capability} TRT {e.tensorrt_version}' for e in m.engines) or 'none (ONNX only)'}")
     print(f"decoding   {', '.join(f'{k}={v}' for k, v in m.decoding.items())}")
     print(f"made by    {', '.join(f'{k} {v}' for k, v in m.created_by.items())}")
@@ -178,7 +182,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         share = result["exact_on_those"]
         print(f"wrote {result['out']}: {result['frames']} frames, median {result['median_latency_ms']:.1f} ms "
-              f"per caption" + (f", {share:.0%} exactly the true caption" if share is not None else ""))
+              f"per caption" + (f", {share:.0%} a true caption" if share is not None else ""))
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .captioner import EdgeCaptioner
+    from .stream_output import EventSink
+
+    bundle, rest = _bundle_and_rest(args, args.inputs)
+    if rest:
+        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
+    options = {"every_n": args.every_n, "max_rate": args.max_rate, "gate": args.gate, "emit": args.emit,
+               "reconnect": not args.no_reconnect, "max_retries": args.max_retries}
+    if args.backoff:
+        options["backoff"] = tuple(float(x) for x in args.backoff.split(","))
+    with EdgeCaptioner(bundle, backend=args.backend, **_decoding(args)) as captioner:
+        draw = bool(args.show or args.out)
+        attend = draw and captioner.manifest.attention_grid is not None
+        sink = EventSink(json_lines=args.json, show=args.show, out=args.out, sources=len(args.source))
+        stream = captioner.stream(args.source if len(args.source) > 1 else args.source[0],
+                                  return_attention=attend, keep_frames=draw, **options)
+        events = 0
+        try:
+            for event in stream:
+                events += 1
+                if not sink.emit(event) or (args.max_events and events >= args.max_events):
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stream.close()
+            sink.close()
+        print(json.dumps({"stats": stream.stats()}), file=sys.stderr)
     return 0
 
 
@@ -275,6 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding_flags(p)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("stream", help="caption cameras, video files, RTSP/HTTP, Jetson CSI or GStreamer live")
+    p.add_argument("inputs", nargs="*", metavar="BUNDLE")
+    p.add_argument("-m", "--model", help="the bundle")
+    p.add_argument("--source", action="append", required=True,
+                   help="camera index, video file, rtsp:// or http(s):// URL, csi://N, or a GStreamer pipeline "
+                        "ending in appsink; repeat for several sources (batched together)")
+    p.add_argument("--every-n", type=int, default=1, help="caption only every Nth frame")
+    p.add_argument("--max-rate", type=float, help="at most this many captions per second per source")
+    p.add_argument("--gate", type=float, help="skip frames that changed less than this (0..1) since the last caption")
+    p.add_argument("--emit", choices=("always", "changed"), default="always")
+    p.add_argument("--no-reconnect", action="store_true", help="end a source that fails instead of reopening it")
+    p.add_argument("--max-retries", type=int, help="reopen attempts per outage (default: forever)")
+    p.add_argument("--backoff", help="first,longest wait between reopen attempts in seconds (default 0.5,10)")
+    p.add_argument("--max-events", type=int, help="stop after this many captions")
+    p.add_argument("--show", action="store_true", help="show annotated frames in a window (q quits)")
+    p.add_argument("--out", help="write annotated frames to this video (NAME_i.mp4 per source when several)")
+    p.add_argument("--json", action="store_true", help="one JSON object per caption event on stdout")
+    p.add_argument("--backend", default="auto")
+    _decoding_flags(p)
+    p.set_defaults(func=cmd_stream)
+
     p = sub.add_parser("train", help="train a reference captioner on the generated scenes (needs torch)")
     p.add_argument("--family", required=True, help="show-tell | show-attend-tell | cnn-transformer")
     p.add_argument("--out", required=True, help="directory for weights, config and the training log")
@@ -301,6 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:      # `edge-caption stream --json | head`: the reader left, not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

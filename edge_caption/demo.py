@@ -11,7 +11,8 @@ from .errors import SourceError
 def run(captioner, out: str | Path = "demo.mp4", *, seed: int = 0, frames: int = 240, fps: float = 15.0,
         size: int = 384, progress: bool = True, **decoding: Any) -> dict[str, Any]:
     """Caption every frame of `scenes.scene_video(seed)`; draw the caption, the true caption and
-    (for families that attend) the attention heatmap; write `out`. Returns what happened."""
+    (for families that attend) the attention heatmap; write `out`. Returns what happened, with the
+    share of frames the grammar can describe whose caption is one of their true paraphrases."""
     import cv2
 
     from . import scenes
@@ -29,14 +30,14 @@ def run(captioner, out: str | Path = "demo.mp4", *, seed: int = 0, frames: int =
     agree = named = 0
     latencies = []
     try:
-        for frame, truth in scenes.scene_video(seed, frames=frames, size=(size, size)):
+        for frame, truths in scenes.scene_video(seed, frames=frames, size=(size, size)):
             start = time.perf_counter()
             caption = captioner.caption(frame, return_attention=attend, **decoding)
             latencies.append((time.perf_counter() - start) * 1e3)
-            if truth:
+            if truths:
                 named += 1
-                agree += caption.text == truth
-            writer.write(annotate(frame, caption, truth=truth))
+                agree += caption.text in truths
+            writer.write(annotate(frame, caption, truth=truths[0] if truths else ""))
             bar.advance()
     finally:
         writer.release()

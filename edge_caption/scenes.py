@@ -282,11 +282,11 @@ def write_split(directory: str | Path, split: str, *, seed: int = 0, count: int 
 
 # ---- video -----------------------------------------------------------------------------------
 def scene_video(seed: int = 0, *, frames: int = 240, size: tuple[int, int] = (384, 384)
-                ) -> Iterator[tuple[np.ndarray, str]]:
+                ) -> Iterator[tuple[np.ndarray, tuple[str, ...]]]:
     """A fake camera: objects glide in from the edges, cross the view and leave; at most two at once.
 
-    Yields (BGR frame, the canonical caption of what is in view, "" when the grammar has no words
-    for it). The background is static, the sensor noise is not."""
+    Yields (BGR frame, the paraphrases of what is in view, canonical first; () when the grammar has
+    no words for it, e.g. two objects overlapping). The background is static, the sensor noise is not."""
     rng = np.random.default_rng([seed, 9])
     backdrop = background(rng, size)
     live: list[tuple[Thing, float, float]] = []         # thing, vx, vy (fraction of the view per frame)
@@ -299,8 +299,9 @@ def scene_video(seed: int = 0, *, frames: int = 240, size: tuple[int, int] = (38
         live = [(Thing(t.shape, t.color, t.size, t.x + vx, t.y + vy, t.angle), vx, vy) for t, vx, vy in live]
         live = [(t, vx, vy) for t, vx, vy in live if -t.radius < t.x < 1 + t.radius and -t.radius < t.y < 1 + t.radius]
         visible = [t for t, _, _ in live if 0 <= t.x <= 1 and 0 <= t.y <= 1]
-        captions = describe(visible)
-        yield render([t for t, _, _ in live], rng, size, backdrop=backdrop, noise=4.0), (captions[0] if captions else "")
+        overlap = any(not _apart(a, b, 0.0) for i, a in enumerate(visible) for b in visible[i + 1:])
+        captions = () if overlap else describe(visible)
+        yield render([t for t, _, _ in live], rng, size, backdrop=backdrop, noise=4.0), captions
 
 
 def _entering(rng: np.random.Generator, others: list[Thing]) -> tuple[Thing, float, float]:

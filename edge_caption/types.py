@@ -37,3 +37,4 @@ class CaptionEvent:
     gated: int = 0
     changed: bool = True
     gap_s: float = 0.0
+    frame: np.ndarray | None = field(default=None, compare=False, repr=False)   # with keep_frames=True

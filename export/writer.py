@@ -6,6 +6,7 @@ complete and verified, so a failed export never leaves half a bundle behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -32,6 +33,9 @@ def staging(output: Path, overwrite: bool) -> Iterator[Path]:
     check_output(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    scratch.chmod(0o777 & ~umask)    # mkdtemp's 0700 would hide the bundle from other users
     try:
         yield scratch
         if output.exists():
