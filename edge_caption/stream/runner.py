@@ -222,6 +222,7 @@ class CaptionStream:
     def __next__(self) -> CaptionEvent:
         while not self._pending:
             if self._closed:
+                self._join()        # closed from another thread: the iteration ends with the threads gone
                 raise StopIteration
             batch = self._collect()
             if batch is None:
@@ -320,17 +321,20 @@ class CaptionStream:
             self._closed = True
             self._stop.set()
             self._wake.notify_all()
+        self._join()
+        with self._wake:
+            for feed in self._feeds:      # a frame still in the mailbox was read but never captioned
+                if feed.latest is not None:
+                    feed.latest = None
+                    feed._drop()
+
+    def _join(self) -> None:
         for feed in self._feeds:
             if feed.thread is not threading.current_thread() and feed.thread.is_alive():
                 feed.thread.join(timeout=5.0)
                 if feed.thread.is_alive():
                     log.warning("capture thread of %r is blocked in its source; it exits when the read returns",
                                 feed.source.uri)
-        with self._wake:
-            for feed in self._feeds:      # a frame still in the mailbox was read but never captioned
-                if feed.latest is not None:
-                    feed.latest = None
-                    feed._drop()
 
     def __enter__(self) -> "CaptionStream":
         return self
