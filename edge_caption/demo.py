@@ -16,7 +16,7 @@ def run(captioner, out: str | Path = "demo.mp4", *, seed: int = 0, frames: int =
     import cv2
 
     from . import scenes
-    from .evaluation import Progress
+    from .progress import Progress
     from .overlay import annotate
 
     out = Path(out)

@@ -31,13 +31,10 @@ def _opencv() -> tuple[str, str]:
         import cv2
     except ImportError:
         return "not installed: pip install opencv-python-headless (or use JetPack's on a Jetson)", "-"
-    info = cv2.getBuildInformation()
-    gstreamer = "no"
-    for line in info.splitlines():
-        if "GStreamer" in line:
-            gstreamer = "yes" if "YES" in line else "no"
-    gui = "yes" if any(("GTK" in line or "QT" in line) and "YES" in line for line in info.splitlines()) else \
-        "no (headless: --show needs a non-headless OpenCV)"
+    from .cv import gstreamer_available, has_gui
+
+    gstreamer = "yes" if gstreamer_available() else "no (csi:// and pipeline sources need JetPack's OpenCV)"
+    gui = "yes" if has_gui() else "no (headless: --show needs a non-headless OpenCV)"
     origin = cv2.__file__ or "?"
     return f"{cv2.__version__} ({origin}), window support: {gui}", gstreamer
 

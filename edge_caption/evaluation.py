@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -10,6 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import DataError
+from .progress import Progress
 
 DATA_FILE = "captions.json"
 
@@ -71,28 +71,3 @@ def evaluate(captioner, data: str | Path, *, limit: int | None = None, batch_siz
             "images_per_s": len(items) / elapsed, "model": f"{captioner.manifest.name}@{captioner.manifest.version}",
             "decoding": captioner.defaults.replace(**decoding).to_dict(),
             "predictions": [{"id": k, "caption": hypotheses[k], "references": references[k]} for k in hypotheses]}
-
-
-class Progress:
-    """A dependency-free progress bar on stderr (the runtime does not require tqdm)."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True):
-        self.total, self.label, self.done = total, label, 0
-        self.enabled = enabled
-        self.started = self.shown = time.perf_counter()
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self.shown > 0.5 or self.done >= self.total):
-            self.shown = now
-            rate = self.done / max(now - self.started, 1e-9)
-            filled = int(30 * self.done / max(1, self.total))
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
-                             f"{rate:.1f}/s")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()

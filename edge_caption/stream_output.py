@@ -6,19 +6,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cv import has_gui
 from .errors import SourceError
 from .overlay import annotate
 
 WINDOW = "edge-caption"
-
-
-def has_gui() -> bool:
-    import cv2
-
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GUI:"):
-            return line.split(":", 1)[1].strip().upper() not in ("NONE", "")
-    return False
 
 
 class EventSink:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from ..cv import gstreamer_available
 from ..errors import SourceError
 
 # A Jetson CSI camera: NVMM buffers converted to BGR for appsink; drop=true keeps only the newest.
@@ -112,15 +113,6 @@ class IterableSource(Source):
 def _valid(frame: Any) -> bool:
     return (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim in (2, 3)
             and frame.size > 0 and (frame.ndim == 2 or frame.shape[2] in (1, 3, 4)))
-
-
-def gstreamer_available() -> bool:
-    import cv2
-
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GStreamer:"):
-            return "YES" in line.split(":", 1)[1]
-    return False
 
 
 def _require_gstreamer(what: str) -> int:
