@@ -43,6 +43,14 @@ def _bundle_and_rest(args: argparse.Namespace, rest: list[str]) -> tuple[str | N
     return None, rest
 
 
+def _bundle_only(args: argparse.Namespace) -> str | None:
+    """The bundle of a command that takes nothing else positional."""
+    bundle, rest = _bundle_and_rest(args, args.inputs)
+    if rest:
+        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
+    return bundle
+
+
 def _expand_images(items: Sequence[str]) -> list[Path]:
     found: list[Path] = []
     for item in items:
@@ -92,10 +100,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .bundle import Bundle
     from .captioner import default_bundle_path
 
-    bundle_path, rest = _bundle_and_rest(args, args.inputs)
-    if rest:
-        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
-    bundle = Bundle.open(bundle_path or default_bundle_path())
+    bundle = Bundle.open(_bundle_only(args) or default_bundle_path())
     m = bundle.manifest
     runnable = _can_run(bundle)
     if args.json:
@@ -149,9 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .captioner import EdgeCaptioner
     from .evaluation import evaluate
 
-    bundle, rest = _bundle_and_rest(args, args.inputs)
-    if rest:
-        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
+    bundle = _bundle_only(args)
     meteor = {"auto": None, "yes": True, "no": False}[args.meteor]
     with EdgeCaptioner(bundle, backend=args.backend) as captioner:
         result = evaluate(captioner, args.data, limit=args.limit, batch_size=args.batch_size, meteor=meteor,
@@ -171,9 +174,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .captioner import EdgeCaptioner
     from .demo import run
 
-    bundle, rest = _bundle_and_rest(args, args.inputs)
-    if rest:
-        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
+    bundle = _bundle_only(args)
     with EdgeCaptioner(bundle, backend=args.backend) as captioner:
         result = run(captioner, args.out, seed=args.seed, frames=args.frames, progress=not args.json,
                      **_decoding(args))
@@ -190,9 +191,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .captioner import EdgeCaptioner
     from .stream_output import EventSink
 
-    bundle, rest = _bundle_and_rest(args, args.inputs)
-    if rest:
-        raise FileNotFoundError(f"{rest[0]} is not a bundle directory (it has no manifest.json)")
+    bundle = _bundle_only(args)
     options = {"every_n": args.every_n, "max_rate": args.max_rate, "gate": args.gate, "emit": args.emit,
                "reconnect": not args.no_reconnect, "max_retries": args.max_retries}
     if args.backoff:

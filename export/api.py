@@ -51,7 +51,7 @@ def export(
     if any(t != "onnx" for t in targets):
         raise ExportError(f"targets {list(targets)} are not available: {_LATER['target']}")
 
-    say = _reporter(progress)
+    say = reporter(progress, "export")
     from .adapters import split_model
     from .families import is_model_dir
     from .onnx import export_onnx, validate
@@ -170,13 +170,14 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _reporter(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
+def reporter(progress: bool | Callable[[str], None], command: str) -> Callable[[str], None]:
+    """Messages of a long command: to `progress` if callable, above any tqdm bar, or nowhere."""
     if callable(progress):
         return progress
     if not progress:
         return lambda message: None
     try:
         from tqdm import tqdm
-        return lambda message: tqdm.write(f"[edge-caption export] {message}")
+        return lambda message: tqdm.write(f"[edge-caption {command}] {message}")
     except ImportError:
-        return lambda message: print(f"[edge-caption export] {message}", flush=True)
+        return lambda message: print(f"[edge-caption {command}] {message}", flush=True)

@@ -144,6 +144,8 @@ def validate(split, out_dir: Path, *, atol: float = 1e-4, rtol: float = 1e-3, st
     import onnxruntime as ort
     import torch
 
+    from edge_caption.decoding.state import initial_state
+
     out_dir = Path(out_dir)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -182,7 +184,7 @@ def validate(split, out_dir: Path, *, atol: float = 1e-4, rtol: float = 1e-3, st
         else:
             sequence = torch.cat([sequence, torch.randint(0, split.vocab_size, (n, 1), generator=gen)], dim=1)
             feeds = [sequence]
-        past = [_initial_state(s, by_name, n, beams) for s in split.state]
+        past = [initial_state(s, by_name, b, beams) for s in split.state]
         hf_pixels = pixels.repeat_interleave(beams, dim=0)
         for i in range(len(feeds) - 1 + steps):
             new = feeds[i] if i < len(feeds) else new
@@ -199,15 +201,6 @@ def validate(split, out_dir: Path, *, atol: float = 1e-4, rtol: float = 1e-3, st
             new = torch.from_numpy(out[0]).argmax(-1, keepdim=True)
             sequence = torch.cat([sequence, new], dim=1)
     return diffs
-
-
-def _initial_state(spec, memory, rows: int, beams: int):
-    import numpy as np
-
-    if spec.init.startswith("memory:"):
-        return np.repeat(memory[spec.init.split(":", 1)[1]], beams, axis=0)
-    shape = [{"N": rows, "T": 0}.get(d, d) for d in spec.shape]
-    return np.zeros(shape, dtype=np.float32)
 
 
 def _hf_logits(split, pixels, sequence):

@@ -31,7 +31,10 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`."""
     import torch
 
+    from edge_caption.scenes import encode_caption, split_samples
+
     from . import families
+    from .api import reporter
     from .module_backend import ModuleBackend
 
     if family not in families.FAMILIES:
@@ -41,13 +44,13 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
         raise ExportError(f"{out} already holds a trained model; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
-    say = _reporter(progress)
+    say = reporter(progress, "train")
 
     images, captions = training_data(train_count, progress=say)
     model = families.create(family, seed=seed, **model_config)
     vocab = {w: i for i, w in enumerate(model.vocab)}
-    encoded = [[np.asarray(_ids(c, vocab), dtype=np.int64) for c in caps] for caps in captions]
-    val = list(_val(val_count))
+    encoded = [[np.asarray(encode_caption(c, vocab), dtype=np.int64) for c in caps] for caps in captions]
+    val = list(split_samples("val", count=val_count))
     lr = lr or (1e-3 if family == "cnn-transformer" else 2e-3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = min(300, steps // 10)
@@ -89,12 +92,10 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
                 model.train()
     bar(0, close=True)
     log.close()
-    import torch as _torch
-
     summary = {"family": family, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
                "train_images": len(images), "val_images": len(val), "best_val": best,
-               "train_time_s": round(time.perf_counter() - started, 1), "torch": _torch.__version__,
-               "threads": _torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters())}
+               "train_time_s": round(time.perf_counter() - started, 1), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters())}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     say(f"best val CIDEr {best['CIDEr']:.3f} at step {best.get('step')}; model saved in {out}")
     return summary
@@ -150,18 +151,6 @@ def training_data(count: int | None = None, *, progress: Callable[[str], None] =
     return images, captions
 
 
-def _val(count: int):
-    from edge_caption.scenes import split_samples
-
-    return split_samples("val", count=count)
-
-
-def _ids(text: str, vocab: dict[str, int]) -> list[int]:
-    from edge_caption.scenes import encode_caption
-
-    return encode_caption(text, vocab)
-
-
 def _batch(images, encoded, rng, size, spec):
     import torch
 
@@ -193,16 +182,6 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 def _write(log, record: dict) -> None:
     log.write(json.dumps(record) + "\n")
     log.flush()
-
-
-def _reporter(progress: bool) -> Callable[[str], None]:
-    if not progress:
-        return lambda message: None
-    try:
-        from tqdm import tqdm
-        return lambda message: tqdm.write(f"[edge-caption train] {message}")
-    except ImportError:
-        return lambda message: print(f"[edge-caption train] {message}", flush=True)
 
 
 def _bar(total: int, enabled: bool, label: str):

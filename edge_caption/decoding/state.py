@@ -28,7 +28,8 @@ class DecoderState:
         self.memory = memory
         self.k = rows_per_image
         self.images = np.arange(next(iter(memory.values())).shape[0])   # original index of each active image
-        self.state = {spec.input: _initial(spec, memory, len(self.images), rows_per_image) for spec in manifest.state}
+        self.state = {spec.input: initial_state(spec, memory, len(self.images), rows_per_image)
+                      for spec in manifest.state}
         self.extras: dict[str, np.ndarray] = {}
 
     @property
@@ -65,7 +66,8 @@ class DecoderState:
         self.images = self.images[images]
 
 
-def _initial(spec: StateSpec, memory: dict[str, np.ndarray], images: int, k: int) -> np.ndarray:
+def initial_state(spec: StateSpec, memory: dict[str, np.ndarray], images: int, k: int) -> np.ndarray:
+    """A state tensor before the first step, for `images` images with `k` rows each."""
     if spec.init.startswith("memory:"):
         return np.repeat(memory[spec.init.split(":", 1)[1]], k, axis=0)
     sizes = {"N": images * k, "B": images, "T": 0}
