@@ -259,9 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a captioner (local directory) to a bundle")
     p.add_argument("--model", required=True,
-                   help="a local Hugging Face model directory, or one written by `edge-caption train`")
+                   help="a local Hugging Face model directory, one written by `edge-caption train`, "
+                        "or an fp32 bundle to quantize (with --precision int8)")
     p.add_argument("--out", required=True, help="the bundle directory to write (NAME.ecap)")
-    p.add_argument("--precision", default="fp32", help="fp32 (fp16/int8/fp8 come with `build`)")
+    p.add_argument("--precision", default="fp32", help="fp32 | int8 (int8 weights for ONNX Runtime; fp16/fp8 come with `build`)")
     p.add_argument("--targets", default="onnx", help="comma-separated: onnx")
     p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP)")
     p.add_argument("--name", help="the model name recorded in the bundle")

@@ -14,7 +14,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 TARGETS = ("onnx", "torch", "tensorrt")
 # What later releases add; said plainly instead of half-done here.
 _LATER = {
-    "precision": "only fp32 bundles are exported in this release; fp16/int8/fp8 arrive with `edge-caption build`",
+    "precision": "fp32 and int8 bundles are exported in this release; fp16/bf16/fp8 arrive with `edge-caption build`",
     "target": "only the 'onnx' target is exported in this release",
 }
 
@@ -38,11 +38,13 @@ def export(
     The encoder and decoder step are written as ONNX, checked with `onnx.checker`, run on ONNX
     Runtime against the PyTorch model (the bundle is refused if they disagree), and packed with
     `tokenizer.json`, the preprocessing read from `processor`, and the model's decoding defaults.
+    `precision="int8"` then stores the weights of every matrix product as int8 (see quantize.py);
+    `model` may also be an fp32 bundle directory, which is quantized without torch.
     Returns the bundle directory.
     """
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision != "fp32":
+    if precision not in ("fp32", "int8"):
         raise ExportError(f"precision {precision!r} is not available: {_LATER['precision']}")
     targets = (targets,) if isinstance(targets, str) else tuple(targets)
     unknown = [t for t in targets if t not in TARGETS]
@@ -50,6 +52,25 @@ def export(
         raise ExportError(f"unknown target(s) {unknown}; choose from: {', '.join(TARGETS)}")
     if any(t != "onnx" for t in targets):
         raise ExportError(f"targets {list(targets)} are not available: {_LATER['target']}")
+
+    if isinstance(model, (str, Path)) and (Path(model) / "manifest.json").is_file():
+        from .quantize import quantize_bundle
+
+        if precision == "fp32":
+            raise ExportError(f"{model} is already a bundle; pass precision='int8' (--precision int8) to quantize it")
+        return quantize_bundle(model, output, precision=precision, overwrite=overwrite, progress=progress)
+    if precision != "fp32":
+        import tempfile
+
+        from .quantize import quantize_bundle
+        from .writer import check_output
+
+        check_output(Path(output), overwrite)
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fp32-", dir=Path(output).parent) as scratch:
+            fp32 = export(model, Path(scratch) / "fp32.ecap", processor=processor, tokenizer=tokenizer,
+                          targets=targets, prompt=prompt, name=name, version=version, progress=progress)
+            return quantize_bundle(fp32, output, precision=precision, overwrite=overwrite, progress=progress)
 
     say = reporter(progress, "export")
     from .adapters import split_model

@@ -120,8 +120,8 @@ def test_export_refuses_to_overwrite_and_unsupported_models(bundle, tmp_path):
         export(torch.nn.Linear(2, 2), bundle)
     with pytest.raises(ExportError, match="Linear is not supported.*VisionEncoderDecoderModel"):
         export(torch.nn.Linear(2, 2), tmp_path / "x.ecap", tokenizer=object(), progress=False)
-    with pytest.raises(ExportError, match="only fp32"):
-        export(torch.nn.Linear(2, 2), tmp_path / "x.ecap", precision="int8")
+    with pytest.raises(ExportError, match="fp32 and int8 bundles"):
+        export(torch.nn.Linear(2, 2), tmp_path / "x.ecap", precision="fp16")
     assert not (tmp_path / "x.ecap").exists()
 
 
