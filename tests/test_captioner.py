@@ -81,6 +81,8 @@ def test_bad_options(cap, bundle):
     with pytest.raises(OptionError, match="unknown backend"):
         EdgeCaptioner(bundle, backend="cuda")
     with pytest.raises(BackendUnavailableError, match="not part of this release"):
+        EdgeCaptioner(bundle, backend="torch-cuda")
+    with pytest.raises(BackendUnavailableError, match="no TensorRT engines; build them"):
         EdgeCaptioner(bundle, backend="tensorrt")
 
 

@@ -9,7 +9,6 @@ NAMES = ("auto", "tensorrt", "torch-cuda", "onnxruntime")
 
 # Backends that later issues add; until then asking for one by name says so plainly.
 _NOT_YET = {
-    "tensorrt": "the TensorRT backend is not part of this release yet; use backend=\"onnxruntime\"",
     "torch-cuda": "the torch-cuda backend is not part of this release yet; use backend=\"onnxruntime\"",
 }
 
@@ -20,12 +19,25 @@ def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None 
         raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}")
     if backend in _NOT_YET:
         raise BackendUnavailableError(_NOT_YET[backend])
+    if backend == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(bundle, device=device), "asked for by name"
+    skipped = {}
+    if backend == "auto":
+        from . import tensorrt
+
+        skipped["tensorrt"] = tensorrt.why_not(bundle, device)
+        if skipped["tensorrt"] is None:
+            made = tensorrt.TensorRTBackend(bundle, device=device)
+            return made, f"tensorrt ({made.describe}): an engine matches this GPU"
     from .onnxruntime import OnnxRuntimeBackend
 
     made = OnnxRuntimeBackend(bundle, device=device)
     if backend == "onnxruntime":
         return made, "asked for by name"
-    reasons = "; ".join(f"{name}: {why.split(';')[0]}" for name, why in _NOT_YET.items())
+    skipped.update({name: why.split(';')[0] for name, why in _NOT_YET.items()})
+    reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
     return made, f"onnxruntime ({', '.join(made.providers)}); skipped {reasons}"
 
 

@@ -1,0 +1,280 @@
+"""TensorRT backend: the bundle's engines run with `execute_async_v3` on tensors bound by
+`set_tensor_address`, device memory and the stream through cuda-python (see cuda.py). No torch.
+
+Only calls documented in both TensorRT 10.3 (JetPack 6; 10.13 on JetPack 7) and 11.x are made;
+tests/trt_double holds exactly those, and the tests run this module against it end to end.
+Per step, only the token ids go to the GPU and the logits (plus small extras such as attention
+weights) come back; decoder state and encoder memory stay on the device, reordered there.
+A step whose input shapes repeat (an RNN step; the encoder at a fixed batch) is replayed from a
+CUDA graph after one warm-up execution; if capture fails, it runs without graphs from then on.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import BackendUnavailableError, EngineMismatchError, OptionError
+from ..manifest import EngineSpec
+from .cuda import CudaError, Device, DeviceTensor, load_cudart
+
+log = logging.getLogger(__name__)
+
+INSTALL = ("TensorRT is not importable here ({why}); on a Jetson it comes with JetPack (sudo apt install "
+           "nvidia-jetpack; JetPack 6 = TensorRT 10.3), on a desktop: pip install tensorrt; "
+           "cuda-python comes with pip install 'edge-caption[tensorrt]'")
+_NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+          "BOOL": np.bool_, "UINT8": np.uint8}
+MAX_GRAPHS = 16         # captured graphs per engine: one per recurring (profile, shapes); bounds memory
+
+
+def load_tensorrt() -> Any:
+    try:
+        return importlib.import_module("tensorrt")
+    except Exception as exc:  # ImportError, or OSError from bindings whose libnvinfer is missing
+        raise BackendUnavailableError(INSTALL.format(why=f"{type(exc).__name__}: {exc}")) from exc
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'10.3.0.30' -> (10, 3, 0): engines are tied to major.minor.patch; compare numbers, not strings."""
+    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
+
+
+def build_command(bundle: Bundle, precision: str | None = None) -> str:
+    precisions = sorted({e.precision for e in bundle.manifest.engines}) if precision is None else [precision]
+    flag = f" --precision {precisions[0]}" if precisions and precisions[0] != "fp32" else ""
+    return f"edge-caption build {bundle.path}{flag}"
+
+
+def select_engines(bundle: Bundle, compute_capability: str, tensorrt_version: str) -> dict[str, EngineSpec]:
+    """The encoder and step engines built for this GPU and TensorRT; the last built wins."""
+    engines = bundle.manifest.engines
+    if not engines:
+        raise BackendUnavailableError(f"{bundle.path} has no TensorRT engines; build them on this machine with: "
+                                      f"{build_command(bundle)}")
+    here = parse_version(tensorrt_version)
+    fits = [e for e in engines if e.compute_capability == compute_capability and parse_version(e.tensorrt_version) == here]
+    chosen: dict[str, EngineSpec] = {}
+    for graph in ("encoder", "decoder_step"):
+        found = [e for e in fits if e.graph == graph]
+        # one precision for both graphs where the bundle has it (the encoder's, as built last)
+        same = [e for e in found if "encoder" in chosen and e.precision == chosen["encoder"].precision]
+        if found:
+            chosen[graph] = (same or found)[-1]
+    if len(chosen) < 2:
+        built = "; ".join(sorted({f"sm_{e.compute_capability} TensorRT {e.tensorrt_version} {e.precision}"
+                                  for e in engines}))
+        raise EngineMismatchError(
+            f"the TensorRT engines in {bundle.path} were built for {built}, but this machine has "
+            f"sm_{compute_capability} and TensorRT {tensorrt_version}; an engine runs only where it was built. "
+            f"Rebuild them here: {build_command(bundle, engines[-1].precision)}")
+    return chosen
+
+
+@dataclass
+class _Graph:
+    """A captured step: fixed buffers (addresses are frozen in the graph) and the executable graph."""
+
+    graph: Any
+    exec: Any
+    inputs: dict[str, DeviceTensor]
+    outputs: dict[str, DeviceTensor]
+
+
+class _Engine:
+    """One ICudaEngine and its execution context; picks the profile that fits each call's shapes."""
+
+    def __init__(self, trt: Any, runtime: Any, bundle: Bundle, spec: EngineSpec, device: Device, graphs: bool):
+        self.trt, self.device, self.spec = trt, device, spec
+        engine = runtime.deserialize_cuda_engine(bundle.file(spec.file).read_bytes())
+        if engine is None:
+            raise EngineMismatchError(f"TensorRT {trt.__version__} could not load {spec.file} (see its log above); "
+                                      f"rebuild the engines here: {build_command(bundle, spec.precision)}")
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise BackendUnavailableError(f"TensorRT could not create an execution context for {spec.file} "
+                                          "(out of GPU memory?); free GPU memory or build with a smaller --batch")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: np.dtype(_NUMPY[engine.get_tensor_dtype(n).name]) for n in names}
+        self.profiles = [{n: tuple(tuple(s) for s in engine.get_tensor_profile_shape(n, p)) for n in self.inputs}
+                         for p in range(engine.num_optimization_profiles)]
+        self.bundle = bundle
+        self.profile: int | None = None
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.use_graphs = graphs
+        self.graphs: dict[tuple, _Graph] = {}
+        self.seen: set[tuple] = set()
+
+    def _profile_for(self, shapes: dict[str, tuple[int, ...]]) -> int:
+        for index, profile in enumerate(self.profiles):
+            if all(all(lo <= d <= hi for lo, d, hi in zip(profile[n][0], shapes[n], profile[n][2])) for n in self.inputs):
+                return index
+        widest = {n: self.profiles[-1][n][2] for n in self.inputs} if self.profiles else {}
+        raise OptionError(f"{self.spec.file} has no optimization profile for shapes {shapes} (largest: {widest}); "
+                          f"caption fewer frames or beams at once, or rebuild with a larger --batch: "
+                          f"{build_command(self.bundle, self.spec.precision)} --batch 1,16")
+
+    def _set_shapes(self, profile: int, shapes: dict[str, tuple[int, ...]]) -> None:
+        if profile != self.profile:
+            self._check(self.context.set_optimization_profile_async(profile, self.device.handle),
+                        f"set_optimization_profile_async({profile})")
+            self.profile, self.shapes = profile, {}
+        for name in self.inputs:
+            if self.shapes.get(name) != shapes[name]:
+                self._check(self.context.set_input_shape(name, shapes[name]), f"set_input_shape({name!r}, {shapes[name]})")
+                self.shapes[name] = shapes[name]
+
+    def _check(self, ok: bool, what: str) -> None:
+        if not ok:
+            raise BackendUnavailableError(f"TensorRT refused {what} on {self.spec.file} (its log says why); "
+                                          f"if the bundle changed, rebuild: {build_command(self.bundle, self.spec.precision)}")
+
+    def _execute(self, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceTensor]) -> None:
+        for name, tensor in (*inputs.items(), *outputs.items()):
+            self._check(self.context.set_tensor_address(name, tensor.ptr), f"set_tensor_address({name!r})")
+        self._check(self.context.execute_async_v3(self.device.handle), "execute_async_v3")
+
+    def run(self, feeds: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
+        for name in self.inputs:
+            if feeds[name].dtype != self.dtypes[name]:
+                raise BackendUnavailableError(f"{self.spec.file} wants {name!r} as {self.dtypes[name]}, got "
+                                              f"{feeds[name].dtype}; rebuild the engines from this bundle")
+        shapes = {n: feeds[n].shape for n in self.inputs}
+        profile = self._profile_for(shapes)
+        self._set_shapes(profile, shapes)
+        key = (profile, tuple(shapes[n] for n in self.inputs))
+        graph = self.graphs.get(key)
+        if graph is not None:
+            return self._replay(graph, feeds)
+        out_shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
+        if self.use_graphs and key in self.seen and len(self.graphs) < MAX_GRAPHS:
+            return self._capture(key, feeds, out_shapes)
+        self.seen.add(key)
+        outputs = {n: self.device.empty(out_shapes[n], self.dtypes[n]) for n in self.outputs}
+        self._execute(feeds, outputs)
+        return outputs
+
+    # ---- CUDA graphs ---------------------------------------------------------------------
+    def _capture(self, key: tuple, feeds: dict[str, DeviceTensor], out_shapes: dict) -> dict[str, DeviceTensor]:
+        """Second time these shapes come: warm up on fixed buffers (this call's real work), then capture."""
+        dev, rt = self.device, self.device.rt
+        fixed_in = {n: DeviceTensor(dev, dev.malloc(feeds[n].nbytes), 0, feeds[n].shape, feeds[n].dtype)
+                    for n in self.inputs}
+        fixed_out = {n: DeviceTensor(dev, dev.malloc(int(np.prod(s, dtype=np.int64)) * self.dtypes[n].itemsize), 0,
+                                     s, self.dtypes[n]) for n, s in out_shapes.items()}
+        for n in self.inputs:
+            dev.copy(fixed_in[n].ptr, feeds[n].ptr, feeds[n].nbytes)
+        self._execute(fixed_in, fixed_out)          # the warm-up TensorRT asks for before a capture
+        try:
+            dev.call(rt.cudaStreamBeginCapture(dev.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+                     "cudaStreamBeginCapture")
+            try:
+                self._check(self.context.execute_async_v3(dev.handle), "execute_async_v3 (capture)")
+            finally:
+                graph = dev.call(rt.cudaStreamEndCapture(dev.stream), "cudaStreamEndCapture")
+            executable = dev.call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+            self.graphs[key] = _Graph(graph, executable, fixed_in, fixed_out)
+        except (CudaError, BackendUnavailableError, RuntimeError) as exc:
+            log.warning("CUDA graph capture failed for %s (%s); running it without graphs", self.spec.file, exc)
+            self.use_graphs = False
+        return self._copy_out(fixed_out)
+
+    def _replay(self, graph: _Graph, feeds: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
+        for n in self.inputs:
+            self.device.copy(graph.inputs[n].ptr, feeds[n].ptr, feeds[n].nbytes)
+        self.device.call(self.device.rt.cudaGraphLaunch(graph.exec, self.device.stream), "cudaGraphLaunch")
+        return self._copy_out(graph.outputs)
+
+    def _copy_out(self, fixed: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
+        # the graph writes the same buffers every launch: hand out copies, or the next step's output
+        # would overwrite this step's state while it is still the step's input
+        outputs = {}
+        for n, src in fixed.items():
+            outputs[n] = self.device.empty(src.shape, src.dtype)
+            self.device.copy(outputs[n].ptr, src.ptr, src.nbytes)
+        return outputs
+
+    def close(self) -> None:
+        rt = self.device.rt
+        for graph in self.graphs.values():
+            rt.cudaGraphExecDestroy(graph.exec)
+            rt.cudaGraphDestroy(graph.graph)
+            for tensor in (*graph.inputs.values(), *graph.outputs.values()):
+                self.device.free(tensor.ptr)
+        self.graphs.clear()
+        self.context = self.engine = None
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, *, device: int | None = 0, cuda_graphs: bool = True):
+        if not bundle.manifest.engines:     # say so before asking for TensorRT: it is the first fix
+            select_engines(bundle, "", "")
+        trt = load_tensorrt()
+        self.device = Device(load_cudart(), device or 0)
+        try:
+            specs = select_engines(bundle, self.device.compute_capability, trt.__version__)
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self._encoder = _Engine(trt, runtime, bundle, specs["encoder"], self.device, cuda_graphs)
+            self._step = _Engine(trt, runtime, bundle, specs["decoder_step"], self.device, cuda_graphs)
+        except BaseException:
+            self.device.close()
+            raise
+        manifest = bundle.manifest
+        self.precision = specs["encoder"].precision
+        self.describe = (f"TensorRT {trt.__version__}, sm_{self.device.compute_capability}, {self.precision} engines"
+                         f"{', CUDA graphs' if cuda_graphs else ''}")
+        self._memory_names = list(manifest.memory)
+        self._step_memory = [n for n in manifest.memory if n in manifest.decoder_step.inputs]
+        self._state_by_output = {s.output: s.input for s in manifest.state}
+        self._extras = [n for n in self._step.outputs if n != "logits" and n not in self._state_by_output]
+
+    def _on_device(self, name: str, value: Any, engine: _Engine) -> DeviceTensor:
+        if isinstance(value, DeviceTensor):
+            return value
+        return self.device.upload(np.asarray(value), engine.dtypes[name])
+
+    def encode(self, pixel_values: np.ndarray) -> dict[str, DeviceTensor]:
+        outputs = self._encoder.run({"pixel_values": self._on_device("pixel_values", pixel_values, self._encoder)})
+        return {name: outputs[name] for name in self._memory_names}
+
+    def step(self, input_ids, memory, state):
+        values = {"input_ids": input_ids, **{n: memory[n] for n in self._step_memory}, **state}
+        outputs = self._step.run({n: self._on_device(n, values[n], self._step) for n in self._step.inputs})
+        host = self.device.download([outputs["logits"], *(outputs[n] for n in self._extras)])
+        new_state = {self._state_by_output[name]: outputs[name] for name in self._state_by_output}
+        return host[0], new_state, dict(zip(self._extras, host[1:]))
+
+    def close(self) -> None:
+        if getattr(self, "_step", None) is not None:
+            self._encoder.close()
+            self._step.close()
+            self._encoder = self._step = None
+            self.device.close()
+
+
+def why_not(bundle: Bundle, device: int | None = 0) -> str | None:
+    """Why backend="auto" cannot use TensorRT for this bundle here (None: it can), cheapest check first."""
+    if not bundle.manifest.engines:
+        return f"the bundle has no engines ({build_command(bundle)} makes them)"
+    try:
+        trt = load_tensorrt()
+        dev = Device(load_cudart(), device or 0)
+    except BackendUnavailableError as exc:
+        return str(exc).split(";")[0]
+    try:
+        select_engines(bundle, dev.compute_capability, trt.__version__)
+    except (EngineMismatchError, BackendUnavailableError) as exc:
+        return str(exc)
+    finally:
+        dev.close()
+    return None
