@@ -123,7 +123,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"made by    {', '.join(f'{k} {v}' for k, v in m.created_by.items())}")
     for backend, verdict in runnable.items():
         print(f"{'runs here' if backend == 'onnxruntime' else '':10s} {backend}: {verdict}")
-    return 0
+    return _check_backends(bundle) if args.check else 0
+
+
+def _check_backends(bundle: Any) -> int:
+    """`info --check`: caption the sample scene with every backend the bundle has; 1 if one fails."""
+    from .captioner import EdgeCaptioner
+
+    failed = 0
+    for backend in ("onnxruntime", "tensorrt") if bundle.manifest.engines else ("onnxruntime",):
+        try:
+            with EdgeCaptioner(bundle.path, backend=backend) as captioner:
+                caption = captioner.caption(str(SAMPLE))
+            print(f"check      {backend}: {caption.text!r} ({caption.timings['total']:.1f} ms)")
+        except EdgeCaptionError as exc:
+            failed = 1
+            print(f"check      {backend}: FAILED: {exc}")
+    return failed
 
 
 def _can_run(bundle: Any) -> dict[str, str]:
@@ -134,7 +150,10 @@ def _can_run(bundle: Any) -> dict[str, str]:
         verdicts["onnxruntime"] = f"yes (onnxruntime {ort.__version__}, {', '.join(ort.get_available_providers())})"
     except ImportError:
         verdicts["onnxruntime"] = "no: pip install onnxruntime"
-    verdicts["tensorrt"] = "no engines in this bundle" if not bundle.manifest.engines else "engines present"
+    from .backends.tensorrt import why_not
+
+    reason = why_not(bundle)
+    verdicts["tensorrt"] = f"no: {reason}" if reason else "yes (an engine matches this GPU and TensorRT)"
     return verdicts
 
 
@@ -231,6 +250,26 @@ def _export_module():
     return module
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .captioner import default_bundle_path
+    from .errors import BackendUnavailableError, OptionError
+
+    try:    # the builder needs TensorRT and onnx, never torch: not _export_module()
+        from edge_caption.export.tensorrt import BuildConfig, build_engines
+    except ImportError as exc:
+        raise BackendUnavailableError(f"`build` needs onnx ({exc.name} is missing): "
+                                      "pip install 'edge-caption[tensorrt]'") from exc
+    try:
+        batch = tuple(int(b) for b in args.batch.split(","))
+    except ValueError:
+        raise OptionError(f"--batch takes batch sizes like 1,8; got {args.batch!r}") from None
+    config = BuildConfig(precision=args.precision, batch_sizes=batch, num_beams=args.num_beams,
+                         max_new_tokens=args.max_new_tokens, calibration=args.calibration,
+                         timing_cache=args.timing_cache, workspace_mb=args.workspace_mb, device=args.device)
+    print(build_engines(_bundle_only(args) or default_bundle_path(), config, out=args.out, progress=not args.quiet))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _export_module()
     from edge_caption.export.train import train
@@ -282,7 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="BUNDLE")
     p.add_argument("-m", "--model", help="the bundle")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--check", action="store_true", help="also caption the sample scene with each backend the bundle has")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("build", help="build TensorRT engines for this GPU from a bundle's ONNX (needs TensorRT)")
+    p.add_argument("inputs", nargs="*", metavar="BUNDLE")
+    p.add_argument("-m", "--model", help="the bundle (default: the shipped model)")
+    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (needs --calibration) | fp8")
+    p.add_argument("--batch", default="1,8", help="batch sizes to optimize for, one profile each (default 1,8)")
+    p.add_argument("--num-beams", type=int, help="most beams per image (default: max(the bundle's, 4))")
+    p.add_argument("--max-new-tokens", type=int, help="longest caption (default: the bundle's)")
+    p.add_argument("--calibration", help="int8: a folder of images or a video like the camera's")
+    p.add_argument("--timing-cache", help="timing cache file, reused between builds "
+                                          "(default ~/.cache/edge-caption/timing-sm<cc>-trt<version>.cache)")
+    p.add_argument("--workspace-mb", type=int, help="TensorRT's workspace limit")
+    p.add_argument("--device", type=int, default=0, help="the GPU to build for")
+    p.add_argument("--out", help="write the bundle with engines here (default: in place)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("eval", help="caption a labelled data set and report BLEU, ROUGE-L, CIDEr (METEOR)")
     p.add_argument("inputs", nargs="*", metavar="BUNDLE")

@@ -39,6 +39,16 @@ def _opencv() -> tuple[str, str]:
     return f"{cv2.__version__} ({origin}), window support: {gui}", gstreamer
 
 
+def _tensorrt() -> str:
+    if importlib.util.find_spec("tensorrt") is None:
+        return "not installed (the tensorrt backend needs it: JetPack on Jetson, pip install tensorrt on a desktop)"
+    try:    # the PyPI bindings install without NVIDIA's libraries and then fail here: say so
+        import tensorrt
+    except Exception as exc:
+        return f"installed but does not import: {type(exc).__name__}: {exc}"
+    return f"{tensorrt.__version__} (engines are tied to this version: edge-caption build BUNDLE after upgrading)"
+
+
 def report() -> dict[str, str]:
     facts: dict[str, str] = {
         "python": f"{platform.python_version()} ({platform.machine()})",
@@ -50,8 +60,7 @@ def report() -> dict[str, str]:
         facts["onnxruntime"] = f"{ort.__version__}, providers: {', '.join(ort.get_available_providers())}"
     except ImportError:
         facts["onnxruntime"] = "not installed: pip install onnxruntime"
-    facts["tensorrt"] = (f"{_version('tensorrt') or 'installed'}" if importlib.util.find_spec("tensorrt")
-                         else "not installed (the tensorrt backend needs it)")
+    facts["tensorrt"] = _tensorrt()
     facts["cuda-python"] = _version("cuda-python") or _version("cuda-bindings") or "not installed"
     facts["torch"] = _version("torch") or "not installed (only export and the torch-cuda backend need it)"
     facts["opencv"], facts["opencv gstreamer"] = _opencv()

@@ -1,0 +1,227 @@
+"""`edge-caption build`: TensorRT engines from a bundle's ONNX graphs, on the machine that runs them.
+
+A Jetson user exports on a desktop and builds on the device, so this needs TensorRT, cuda-python
+and onnx, never torch. What both TensorRT generations share decides the recipe: a strongly typed
+network (the flag is required on 10.x and ignored on 11.x), precision taken from the graph (fp16
+by converting the ONNX, int8 from Q/DQ nodes calibrated on ONNX Runtime; 11.x has no precision
+flags or calibrators at all), one optimization profile per batch size asked for (the step's rows
+are batch x beams), and a timing cache kept between builds. Engines land in the bundle's
+`engines/` with their compute capability, TensorRT version and sha256 in the manifest.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from edge_caption.backends.cuda import Device, load_cudart
+from edge_caption.backends.tensorrt import load_tensorrt, parse_version
+from edge_caption.bundle import Bundle, sha256_file
+from edge_caption.errors import ExportError
+from edge_caption.manifest import MANIFEST_FILE, EngineSpec
+
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+ENGINE_DIR = "engines"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    precision: str = "fp32"
+    batch_sizes: tuple[int, ...] = (1, 8)           # one optimization profile each: (previous, this] images
+    num_beams: int | None = None                    # most beams per image; None: max(the bundle's default, 4)
+    max_new_tokens: int | None = None               # longest caption the step's cache holds; None: the bundle's
+    calibration: str | Path | None = None           # int8: a folder of images or a video
+    timing_cache: str | Path | None = None          # None: ~/.cache/edge-caption/timing-sm<cc>-trt<version>.cache
+    workspace_mb: int | None = None
+    device: int = 0
+
+
+def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, out: str | Path | None = None,
+                  progress: bool | Callable[[str], None] = True) -> Path:
+    """Build the encoder and step engines of `bundle` for this GPU into `out` (default: in place)."""
+    from .api import reporter
+    from .writer import staging, write_manifest
+
+    say = reporter(progress, "build")
+    source = Bundle.open(bundle)
+    _check(config)
+    trt = load_tensorrt()
+    device = Device(load_cudart(), config.device)
+    cc = device.compute_capability
+    device.close()
+    if config.precision == "fp8":
+        if parse_version(cc) < (8, 9):
+            raise ExportError(f"fp8 needs compute capability 8.9 or newer (Ada, Hopper); this GPU is sm_{cc}: "
+                              "use --precision int8 or fp16")
+        raise ExportError("fp8 engines are not built by this release yet (they need ModelOpt's ONNX quantizer); "
+                          "use --precision int8 or fp16")
+    version = trt.__version__
+    tag = f"sm{cc.replace('.', '')}.trt{'.'.join(map(str, parse_version(version)))}.{config.precision}"
+    cache_file = Path(config.timing_cache or Path.home() / ".cache" / "edge-caption" / f"timing-{tag.rsplit('.', 1)[0]}.cache")
+    target = Path(out) if out is not None else source.path
+    with tempfile.TemporaryDirectory(prefix="edge-caption-build-") as tmp:
+        graphs = graph_files(source, config, Path(tmp), say)
+        shapes = ShapeRanges.for_bundle(source, config)
+        cache = cache_file.read_bytes() if cache_file.is_file() else b""
+        built = {}
+        for key in ("encoder", "decoder_step"):
+            say(f"building the {key} engine ({config.precision}, batch {','.join(map(str, config.batch_sizes))}) "
+                f"with TensorRT {version} for sm_{cc}; this takes minutes")
+            built[key], cache = build_engine(trt, graphs[key], shapes, cache, config.workspace_mb)
+        with staging(target, overwrite=True) as scratch:
+            for name in source.manifest.files:
+                (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source.file(name), scratch / name)
+            kept = [e for e in source.manifest.engines if not Path(e.file).name.endswith(f"{tag}.plan")]
+            specs = []
+            for key, data in built.items():
+                file = f"{ENGINE_DIR}/{key}.{tag}.plan"
+                (scratch / ENGINE_DIR).mkdir(exist_ok=True)
+                (scratch / file).write_bytes(data)
+                specs.append(EngineSpec(key, file, cc, version, config.precision, sha256_file(scratch / file)))
+            for stale in {e.file for e in source.manifest.engines} - {e.file for e in kept} - {s.file for s in specs}:
+                (scratch / stale).unlink(missing_ok=True)
+            write_manifest(scratch, replace(source.manifest, engines=tuple(kept + specs),
+                                            files={k: v for k, v in source.manifest.files.items() if k != MANIFEST_FILE}))
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_bytes(cache)
+    say(f"engines written to {target}/{ENGINE_DIR}; timing cache {cache_file}")
+    return target
+
+
+def _check(config: BuildConfig) -> None:
+    if config.precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {config.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    sizes = config.batch_sizes
+    if not sizes or any(not isinstance(b, int) or b < 1 for b in sizes) or list(sizes) != sorted(set(sizes)):
+        raise ExportError(f"--batch needs increasing positive batch sizes like 1,8; got {sizes}")
+    if config.num_beams is not None and config.num_beams < 1:
+        raise ExportError(f"num_beams must be at least 1, got {config.num_beams}")
+
+
+def graph_files(bundle: Bundle, config: BuildConfig, scratch: Path, say: Callable[[str], None]) -> dict[str, Path]:
+    """The ONNX graphs TensorRT parses: precision is in the graph, never a builder flag."""
+    m = bundle.manifest
+    plain = {"encoder": bundle.file(m.encoder.file), "decoder_step": bundle.file(m.decoder_step.file)}
+    if config.precision == "fp32" or m.precision == f"{config.precision}-qdq":
+        return plain
+    if m.precision != "fp32":
+        raise ExportError(f"{bundle.path} is {m.precision}; build {config.precision} engines from the fp32 bundle")
+    if config.precision == "fp16":
+        say("converting the graphs to fp16 (inputs and outputs stay fp32)")
+        return {key: to_fp16(path, scratch / f"{key}.fp16.onnx") for key, path in plain.items()}
+    if config.calibration is None:
+        raise ExportError("int8 engines need calibration images: pass --calibration DIR_OR_VIDEO (a folder of "
+                          "images or a video like the ones the camera sees), or build from a bundle made by "
+                          "edge_caption.export.calibration.qdq_bundle")
+    from .calibration import qdq_graphs
+
+    return qdq_graphs(bundle, config.calibration, scratch, progress=say)
+
+
+def to_fp16(source: Path, output: Path) -> Path:
+    try:
+        import onnx
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise ExportError(f"fp16 engines need onnx and onnxconverter-common ({exc.name} is missing): "
+                          "pip install 'edge-caption[tensorrt]'") from exc
+    model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(output))
+    return output
+
+
+class ShapeRanges:
+    """(min, opt, max) of every symbolic dimension, per batch-size profile.
+
+    B images, N = B x beams rows, T cached tokens (0 up to the longest caption), L new tokens per step
+    (the prompt on the first step). A memory tensor's other dimensions are what the encoder emits."""
+
+    def __init__(self, per_profile: list[dict[str, tuple[int, int, int]]], memory: dict[str, tuple[int, ...]]):
+        self.per_profile, self.memory = per_profile, memory
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle, config: BuildConfig) -> "ShapeRanges":
+        m = bundle.manifest
+        beams = config.num_beams or max(int(m.decoding.get("num_beams", 1)), 4)
+        prompt = len(m.tokenizer.prompt_ids)
+        longest = prompt + (config.max_new_tokens or int(m.decoding.get("max_new_tokens", 20)))
+        ranges, previous = [], 0
+        for b in config.batch_sizes:
+            ranges.append({"B": (previous + 1, b, b), "N": (previous + 1, b * beams, b * beams),
+                           "T": (0, longest // 2, longest), "L": (1, 1, max(prompt, 1))})
+            previous = b
+        return cls(ranges, _memory_shapes(bundle))
+
+    def profile(self, index: int, name: str, shape: tuple[int, ...], names: dict[int, str]) -> tuple[tuple, tuple, tuple]:
+        """(min, opt, max) for network input `name` of static dims `shape` (-1: dynamic, named in `names`)."""
+        dims = []
+        for axis, d in enumerate(shape):
+            symbol = names.get(axis)
+            if d >= 0:
+                dims.append((d, d, d))
+            elif symbol in self.per_profile[index]:
+                dims.append(self.per_profile[index][symbol])
+            elif name in self.memory and axis > 0:
+                size = self.memory[name][axis]
+                dims.append((size, size, size))
+            else:
+                raise ExportError(f"cannot size dimension {axis} ({symbol or 'unnamed'}) of {name!r} for TensorRT; "
+                                  "re-export the bundle with this edge-caption")
+        return tuple(tuple(d[i] for d in dims) for i in range(3))
+
+
+def _memory_shapes(bundle: Bundle) -> dict[str, tuple[int, ...]]:
+    """The encoder's real output shapes for one image: the step's memory inputs have these sizes."""
+    import numpy as np
+    import onnxruntime as ort
+
+    m = bundle.manifest
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(bundle.file(m.encoder.file)), options, providers=["CPUExecutionProvider"])
+    pixels = np.zeros((1, 3, *m.preprocess.size), np.float32)
+    names = [o.name for o in session.get_outputs()]
+    return {n: tuple(v.shape) for n, v in zip(names, session.run(names, {"pixel_values": pixels}))}
+
+
+def _symbols(path: Path) -> dict[str, dict[int, str]]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {i.name: {axis: d.dim_param for axis, d in enumerate(i.type.tensor_type.shape.dim) if d.dim_param}
+            for i in model.graph.input}
+
+
+def build_engine(trt: Any, onnx_file: Path, shapes: ShapeRanges, timing_cache: bytes,
+                 workspace_mb: int | None = None) -> tuple[bytes, bytes]:
+    """One serialized engine from an ONNX file; returns (engine, the updated timing cache)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_file)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT {trt.__version__} cannot parse {onnx_file.name}: {errors}; "
+                          "re-export the bundle, or upgrade TensorRT (JetPack) if an operator is unsupported")
+    config = builder.create_builder_config()
+    if workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    cache = config.create_timing_cache(timing_cache)
+    config.set_timing_cache(cache, False)
+    symbols = _symbols(onnx_file)
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    for index in range(len(shapes.per_profile)):
+        profile = builder.create_optimization_profile()
+        for tensor in inputs:
+            lo, opt, hi = shapes.profile(index, tensor.name, tuple(tensor.shape), symbols.get(tensor.name, {}))
+            profile.set_shape(tensor.name, lo, opt, hi)
+        if config.add_optimization_profile(profile) < 0:
+            raise ExportError(f"TensorRT rejected optimization profile {index} of {onnx_file.name} (see its log)")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"TensorRT could not build {onnx_file.name} (its log above says why); try a smaller "
+                          "--batch, or --workspace-mb if it ran out of memory")
+    return bytes(memoryview(serialized)), bytes(memoryview(config.get_timing_cache().serialize()))

@@ -1,0 +1,119 @@
+"""`edge-caption build` against the TensorRT builder double: what the network, profiles, timing cache
+and manifest get; int8 from calibrated Q/DQ graphs; no torch anywhere on the way."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from edge_caption.bundle import Bundle, sha256_file
+from edge_caption.captioner import default_bundle_path
+from edge_caption.cli import main
+from edge_caption.errors import ExportError
+from edge_caption.export.tensorrt import BuildConfig, build_engines
+from edge_caption.scenes import write_split
+
+from ..trt_double import install, tensorrt as trt_double
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def record(plan: Path) -> dict:
+    header = plan.read_bytes()[len(trt_double.MAGIC):].partition(b"\n")[0]
+    return json.loads(header)
+
+
+def test_build_records_engines_profiles_and_cache(monkeypatch, tmp_path):
+    trt, _ = install(monkeypatch)
+    cache = tmp_path / "timing.cache"
+    seen = []
+    real = trt.IBuilderConfig.create_timing_cache
+    monkeypatch.setattr(trt.IBuilderConfig, "create_timing_cache", lambda self, blob: seen.append(len(blob)) or real(self, blob))
+    config = BuildConfig(batch_sizes=(1, 4), num_beams=3, max_new_tokens=12, timing_cache=cache)
+    out = build_engines(default_bundle_path(), config, out=tmp_path / "a.ecap", progress=False)
+    bundle = Bundle.open(out)
+    engines = {e.graph: e for e in bundle.manifest.engines}
+    assert set(engines) == {"encoder", "decoder_step"}
+    for spec in engines.values():
+        assert (spec.compute_capability, spec.tensorrt_version, spec.precision) == ("8.7", "10.3.0", "fp32")
+        assert spec.sha256 == sha256_file(out / spec.file) == bundle.manifest.files[spec.file]
+    step = record(out / engines["decoder_step"].file)
+    assert step["strongly_typed"]
+    # one profile per batch size; rows = images x beams; the memory tensors are one row per image
+    assert [p["input_ids"] for p in step["profiles"]] == [[[1, 1], [3, 1], [3, 1]], [[2, 1], [12, 1], [12, 1]]]
+    assert [p["features"][2] for p in step["profiles"]] == [[1, 36, 128], [4, 36, 128]]
+    assert [p["pixel_values"] for p in record(out / engines["encoder"].file)["profiles"]] == \
+        [[[1, 3, 96, 96]] * 3, [[2, 3, 96, 96], [4, 3, 96, 96], [4, 3, 96, 96]]]
+    assert seen[0] == 0 and seen[1] > 0        # the step engine's build starts from the encoder's cache
+    assert len(json.loads(cache.read_bytes())) == 2
+    # a rebuild in place replaces the engines of the same GPU / TensorRT / precision, reusing the cache
+    build_engines(out, config, progress=False)
+    assert seen[2] == cache.stat().st_size > 0
+    assert len(Bundle.open(out).manifest.engines) == 2
+    install(monkeypatch, version="11.4.0", devices=[(12, 0)])
+    build_engines(out, BuildConfig(batch_sizes=(2,), timing_cache=tmp_path / "11.cache"), progress=False)
+    assert sorted((e.compute_capability, e.graph) for e in Bundle.open(out).manifest.engines) == \
+        [("12.0", "decoder_step"), ("12.0", "encoder"), ("8.7", "decoder_step"), ("8.7", "encoder")]
+
+
+def test_int8_engines_come_from_calibrated_qdq_graphs(monkeypatch, tmp_path):
+    install(monkeypatch)
+    images = write_split(tmp_path / "calib", "val", count=16)
+    with pytest.raises(ExportError, match="--calibration"):
+        build_engines(default_bundle_path(), BuildConfig(precision="int8"), out=tmp_path / "x.ecap", progress=False)
+    out = build_engines(default_bundle_path(), BuildConfig(precision="int8", batch_sizes=(2,), calibration=images,
+                                                           timing_cache=tmp_path / "c"), out=tmp_path / "q.ecap",
+                        progress=False)
+    for spec in Bundle.open(out).manifest.engines:
+        assert spec.precision == "int8"
+        onnx_bytes = (out / spec.file).read_bytes().split(b"\n", 2)[2]
+        ops = {node.op_type for node in onnx.load_from_string(onnx_bytes).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_fp16_graphs_keep_fp32_io(monkeypatch, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    install(monkeypatch)
+    out = build_engines(default_bundle_path(), BuildConfig(precision="fp16", batch_sizes=(1,), timing_cache=tmp_path / "c"),
+                        out=tmp_path / "h.ecap", progress=False)
+    spec = Bundle.open(out).manifest.engines[0]
+    model = onnx.load_from_string((out / spec.file).read_bytes().split(b"\n", 2)[2])
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in model.graph.input)
+
+
+def test_fp8_needs_ada_or_newer(monkeypatch, tmp_path):
+    install(monkeypatch, devices=[(8, 7)])
+    with pytest.raises(ExportError, match="8.9 or newer"):
+        build_engines(default_bundle_path(), BuildConfig(precision="fp8"), out=tmp_path / "f.ecap", progress=False)
+
+
+def test_cli_build_and_info(monkeypatch, tmp_path, capsys):
+    install(monkeypatch)
+    out = tmp_path / "cli.ecap"
+    assert main(["build", "--batch", "1,2", "--out", str(out), "--timing-cache", str(tmp_path / "c"), "--quiet"]) == 0
+    assert main(["info", str(out), "--check"]) == 0
+    text = capsys.readouterr().out
+    assert "tensorrt: yes" in text and "check      tensorrt: '" in text
+    assert main(["build", str(out), "--batch", "8,1"]) == 2
+    assert "increasing positive batch sizes" in capsys.readouterr().err
+
+
+def test_build_never_imports_torch(tmp_path):
+    script = f"""
+import sys, types
+sys.modules["torch"] = None          # any import of torch now fails
+sys.path.insert(0, {str(ROOT)!r})
+from tests.trt_double import cudart, tensorrt
+cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
+cuda.bindings, bindings.runtime = bindings, cudart
+sys.modules.update({{"tensorrt": tensorrt, "cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": cudart}})
+from edge_caption.cli import main
+sys.exit(main(["build", "--batch", "1", "--out", {str(tmp_path / "n.ecap")!r}, "--timing-cache", {str(tmp_path / "c")!r}, "--quiet"]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
