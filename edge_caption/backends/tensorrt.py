@@ -185,6 +185,10 @@ class _Engine:
         except (CudaError, BackendUnavailableError, RuntimeError) as exc:
             log.warning("CUDA graph capture failed for %s (%s); running it without graphs", self.spec.file, exc)
             self.use_graphs = False
+            outputs = self._copy_out(fixed_out)
+            for tensor in (*fixed_in.values(), *fixed_out.values()):
+                dev.free(tensor.ptr)        # cudaFree waits for the copies above
+            return outputs
         return self._copy_out(fixed_out)
 
     def _replay(self, graph: _Graph, feeds: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
