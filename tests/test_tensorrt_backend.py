@@ -79,6 +79,24 @@ def test_shipped_model_matches_onnxruntime_with_cuda_graphs(shipped, trt):
     assert not cudart.state().allocations, "close() must free every device buffer"
 
 
+def test_per_step_only_ids_go_up_and_logits_come_down(shipped, trt):
+    _, cudart = trt
+    frames = [s.image for s in split_samples("test", count=3)]
+    with EdgeCaptioner(shipped, backend="tensorrt") as cap:
+        rows = []
+        step = cap._backend.step
+        cap._backend.step = lambda ids, memory, state: rows.append(len(ids)) or step(ids, memory, state)
+        before = dict(cudart.state().counts)
+        cap.caption_batch(frames, num_beams=3)
+        counts = {k: v - before.get(k, 0) for k, v in cudart.state().counts.items()}
+    m = cap.manifest
+    pixels = 3 * 3 * m.preprocess.size[0] * m.preprocess.size[1] * 4
+    # up: the pixels once, then 8 bytes per row per step (int64 ids); the state never leaves the GPU
+    assert counts["h2d_bytes"] == pixels + 8 * sum(rows)
+    # down: per row per step the logits and the attention weights (float32), nothing else
+    assert counts["d2h_bytes"] == 4 * (m.vocab_size + 36) * sum(rows)
+
+
 def test_capture_failure_falls_back(shipped, trt, monkeypatch, caplog):
     _, cudart = trt
     monkeypatch.setattr(cudart, "cudaStreamBeginCapture",

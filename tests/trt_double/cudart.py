@@ -262,6 +262,7 @@ def cudaMemcpyAsync(dst, src, count: int, kind: cudaMemcpyKind, stream):
         source = _STATE.view(s, n) if src_device else _host(s, n)
         target[:] = source
         _STATE.counts[label] = _STATE.counts.get(label, 0) + 1
+        _STATE.counts[f"{label}_bytes"] = _STATE.counts.get(f"{label}_bytes", 0) + n
 
     enqueue(int(stream), run)
     return (_OK,)
