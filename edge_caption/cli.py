@@ -342,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_train)
 
+    from .cli_scale import add_commands
+
+    add_commands(sub)
+
     p = sub.add_parser("doctor", help="GPUs, CUDA, TensorRT, ONNX Runtime providers, OpenCV and GStreamer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
@@ -352,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (EdgeCaptionError, FileNotFoundError) as exc:
+    except (EdgeCaptionError, FileNotFoundError, FileExistsError) as exc:
         print(f"edge-caption {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
