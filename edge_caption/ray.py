@@ -59,9 +59,14 @@ class CaptionActor:
     """One EdgeCaptioner per Ray actor; a batch (pandas) in, the same rows with captions out."""
 
     def __init__(self, bundle: str | None, decoding: dict[str, Any], model: str):
+        import ray
+
         from .captioner import EdgeCaptioner
 
-        self.captioner = EdgeCaptioner(bundle, **decoding)
+        # The CPUs Ray gave this actor, not the machine's: actors sharing a node would otherwise
+        # each start a thread per core and spend their time waiting on each other.
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+        self.captioner = EdgeCaptioner(bundle, threads=max(1, int(cpus)) if cpus else None, **decoding)
         self.model = model
 
     def _rgb(self, row: Any) -> np.ndarray:

@@ -14,15 +14,20 @@ _NOT_YET = {
 }
 
 
-def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None = 0) -> tuple[Backend, str]:
-    """The backend asked for (or the best one here under "auto"), and why it was chosen."""
+def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None = 0,
+                   threads: int | None = None) -> tuple[Backend, str]:
+    """The backend asked for (or the best one here under "auto"), and why it was chosen.
+
+    `threads`: CPU threads one call may use (None: every core this process may run on)."""
     if backend not in NAMES:
         raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}")
     if backend in _NOT_YET:
         raise BackendUnavailableError(_NOT_YET[backend])
     from .onnxruntime import OnnxRuntimeBackend
 
-    made = OnnxRuntimeBackend(bundle, device=device)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise OptionError(f"threads must be an integer >= 1 (or None for every core), got {threads!r}")
+    made = OnnxRuntimeBackend(bundle, device=device, threads=threads)
     if backend == "onnxruntime":
         return made, "asked for by name"
     reasons = "; ".join(f"{name}: {why.split(';')[0]}" for name, why in _NOT_YET.items())

@@ -17,6 +17,7 @@ The interface (a promise to clients outside this repository):
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,10 @@ class TritonPythonModel:
         bundle = params.get("bundle") or None
         if bundle and not bundle.startswith("/"):
             bundle = f"{args['model_repository']}/{args['model_version']}/{bundle}"
-        self.captioner = EdgeCaptioner(bundle, backend=params.get("backend", "auto"))
+        # Instances share the machine's cores: each gets its share rather than a thread per core.
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        threads = max(1, len(os.sched_getaffinity(0)) // instances) if instances > 1 else None
+        self.captioner = EdgeCaptioner(bundle, backend=params.get("backend", "auto"), threads=threads)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb
