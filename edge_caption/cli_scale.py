@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import time
@@ -53,13 +54,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     # "local": a fresh Ray on this machine, even where a cluster is running; "auto" joins that one.
     ray.init(address=args.ray_address or "local", include_dashboard=False if not args.ray_address else None,
              logging_level="WARNING")
+    # Ray Data's progress bars stay; its INFO lines about execution plans do not help here.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         start = time.perf_counter()
         ds = caption_images(inputs, bundle, fps=args.fps or None, batch_size=args.batch_size,
                             concurrency=args.concurrency, num_gpus=args.num_gpus, **_decoding(args))
         ds.write_parquet(args.out)
         seconds = time.perf_counter() - start
-        summary = ray.data.read_parquet(args.out).select_columns(["error"]).to_pandas()["error"]
+        summary = _errors_column(args.out)
     finally:
         ray.shutdown()
     rows, errors = len(summary), int(summary.notna().sum())
@@ -69,6 +72,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
           f"wrote {rows} captions ({errors} rows with an error) to {args.out} in {seconds:.1f} s "
           f"({rows / seconds:.1f}/s)", file=sys.stdout)
     return 0
+
+
+def _errors_column(out: str):
+    if "://" in out:            # object storage: read it back through Ray, which has the credentials
+        import ray
+
+        return ray.data.read_parquet(out).select_columns(["error"]).to_pandas()["error"]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out, columns=["error"]).to_pandas()["error"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
