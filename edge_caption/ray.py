@@ -21,6 +21,13 @@ READ_CPUS = 0
 COLUMNS = ("path", "frame_time", "caption", "score", "model", "error")
 
 
+def _types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {"path": pa.string(), "frame_time": pa.float64(), "caption": pa.string(), "score": pa.float64(),
+            "model": pa.string(), "error": pa.string()}
+
+
 def _ray():
     try:
         import ray
@@ -109,7 +116,7 @@ class CaptionActor:
                     captions[i], scores[i] = caption.text, float(caption.score)
         out = batch.drop(columns=[c for c in ("pixels", "height", "width", "image") if c in batch])
         out["caption"], out["score"], out["model"], out["error"] = captions, scores, self.model, errors
-        return out[[c for c in COLUMNS if c in out] + [c for c in out if c not in COLUMNS]]
+        return _table(out)
 
     def _one(self, frame: np.ndarray) -> Any:
         try:
@@ -122,6 +129,24 @@ def _expand(paths: Any, fps: float | None) -> Any:
     # A fraction of a CPU: with whole CPUs the captioning actors can hold every CPU of a small
     # machine and starve the reads that feed them (Ray Data then waits forever).
     return paths.flat_map(_FileFrames(fps), num_cpus=READ_CPUS)
+
+
+def _table(frame: Any) -> Any:
+    """Our columns with fixed Arrow types, then the caller's: a batch whose rows all failed (or all
+    came from images) must not write `error` (or `frame_time`) as Arrow's null type, or the Parquet
+    files of one run disagree on their schema and cannot be read as one table."""
+    import pyarrow as pa
+
+    types = _types()
+    ours = [(name, types[name]) for name in COLUMNS if name in frame]
+    arrays = [pa.array(frame[name], type=kind, from_pandas=True) for name, kind in ours]
+    rest = [c for c in frame.columns if c not in types]
+    table = pa.table(arrays, names=[name for name, _ in ours])
+    if rest:
+        extra = pa.Table.from_pandas(frame[rest], preserve_index=False)
+        for name in rest:
+            table = table.append_column(name, extra[name])
+    return table
 
 
 def caption_images(source: Any, bundle: str | Path | None = None, *, fps: float | None = 1.0, batch_size: int = 16,

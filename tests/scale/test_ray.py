@@ -155,3 +155,19 @@ def test_missing_extra_says_what_to_install(monkeypatch):
     with pytest.raises(BackendUnavailableError, match=r"edge-caption\[ray\]"):
         _ray()
 
+
+
+def test_batches_keep_one_schema_whatever_their_rows():
+    """A batch of images only, or of failures only, writes the same Arrow types as any other."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from edge_caption.ray import _table
+
+    failed = _table(pd.DataFrame({"path": ["a.jpg"], "frame_time": [None], "caption": [None], "score": [None],
+                                  "model": ["m@1"], "error": ["cannot decode"], "tag": [3]}))
+    fine = _table(pd.DataFrame({"path": ["v.mp4"], "frame_time": [0.5], "caption": ["a red circle"],
+                                "score": [-0.2], "model": ["m@1"], "error": [None], "tag": [4]}))
+    assert failed.schema == fine.schema
+    assert failed.schema.field("frame_time").type == pa.float64() and failed.schema.field("error").type == pa.string()
+    assert failed.column_names == [*COLUMNS, "tag"]
