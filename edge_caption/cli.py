@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import EdgeCaptionError
+from .frames import IMAGE_SUFFIXES
 from .options import DecodeOptions, parse_early_stopping
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def _decoding_flags(parser: argparse.ArgumentParser) -> None:

@@ -21,12 +21,12 @@ def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None 
     `threads`: CPU threads one call may use (None: every core this process may run on)."""
     if backend not in NAMES:
         raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise OptionError(f"threads must be an integer >= 1 (or None for every core), got {threads!r}")
     if backend in _NOT_YET:
         raise BackendUnavailableError(_NOT_YET[backend])
     from .onnxruntime import OnnxRuntimeBackend
 
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise OptionError(f"threads must be an integer >= 1 (or None for every core), got {threads!r}")
     made = OnnxRuntimeBackend(bundle, device=device, threads=threads)
     if backend == "onnxruntime":
         return made, "asked for by name"
