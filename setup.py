@@ -5,7 +5,7 @@ from the runtime, while users import it as `edge_caption.export`.
 """
 from setuptools import setup
 
-RUNTIME = ["edge_caption", "edge_caption.backends", "edge_caption.decoding", "edge_caption.stream"]
+RUNTIME = ["edge_caption", "edge_caption.backends", "edge_caption.decoding", "edge_caption.stream", "edge_caption.serve"]
 EXPORT = ["edge_caption.export", "edge_caption.export.adapters", "edge_caption.export.families"]
 
 setup(

@@ -39,19 +39,20 @@ class EdgeCaptioner:
 
     `engine`: a bundle directory made by `edge-caption export` (None: the shipped default model).
     `backend`: "auto" | "tensorrt" | "torch-cuda" | "onnxruntime"; `backend_name` and
-    `backend_reason` say what "auto" chose and why. Keyword arguments set decoding defaults
-    (Hugging Face's names: num_beams, max_new_tokens, ...) over the bundle's own.
+    `backend_reason` say what "auto" chose and why. `threads`: CPU threads one call may use (None:
+    every core; give each of several captioners sharing a machine its share). Keyword arguments set
+    decoding defaults (Hugging Face's names: num_beams, max_new_tokens, ...) over the bundle's own.
     """
 
     def __init__(self, engine: str | Path | None = None, *, backend: str = "auto", device: int = 0,
-                 **decoding_defaults: Any):
+                 threads: int | None = None, **decoding_defaults: Any):
         self.bundle = Bundle.open(engine if engine is not None else default_bundle_path())
         manifest = self.bundle.manifest
         check_names(decoding_defaults)
         self.defaults = DecodeOptions.from_mapping(manifest.decoding).replace(**decoding_defaults)
         self._detokenizer = Detokenizer(self.bundle.file(manifest.tokenizer.file),
                                         manifest.tokenizer.clean_up_tokenization_spaces)
-        self._backend, self.backend_reason = create_backend(self.bundle, backend, device=device)
+        self._backend, self.backend_reason = create_backend(self.bundle, backend, device=device, threads=threads)
         self.backend_name = self._backend.name
 
     @property

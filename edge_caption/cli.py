@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import EdgeCaptionError
+from .frames import IMAGE_SUFFIXES
 from .options import DecodeOptions, parse_early_stopping
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def _decoding_flags(parser: argparse.ArgumentParser) -> None:
@@ -399,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_train)
 
+    from .cli_scale import add_commands
+
+    add_commands(sub)
+
     p = sub.add_parser("doctor", help="GPUs, CUDA, TensorRT, ONNX Runtime providers, OpenCV and GStreamer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
@@ -409,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (EdgeCaptionError, FileNotFoundError) as exc:
+    except (EdgeCaptionError, FileNotFoundError, FileExistsError) as exc:
         print(f"edge-caption {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -46,6 +46,10 @@ class SourceError(EdgeCaptionError, RuntimeError):
     """A frame source that cannot be opened or read."""
 
 
+class ServeError(EdgeCaptionError, RuntimeError):
+    """A caption server that cannot start, or that answered a request with an error."""
+
+
 def missing_extra(package: str, extra: str) -> BackendUnavailableError:
     """The error for an optional dependency that is not installed, with the line that installs it."""
     return BackendUnavailableError(

@@ -99,3 +99,13 @@ def test_default_model_full_test_split():
     with EdgeCaptioner() as captioner:
         result = evaluate(captioner, "test", meteor=False, progress=False)
     assert result["images"] == 1000 and result["metrics"]["CIDEr"] >= 2.0, result["metrics"]
+
+
+def test_threads_bounds_the_cpu_threads_and_keeps_the_tokens():
+    from edge_caption import OptionError
+
+    scene = str(DATA / "scene.jpg")
+    with EdgeCaptioner() as every_core, EdgeCaptioner(threads=1) as one:
+        assert one.caption(scene).token_ids == every_core.caption(scene).token_ids
+    with pytest.raises(OptionError, match="threads must be an integer >= 1"):
+        EdgeCaptioner(threads=0)

@@ -13,10 +13,15 @@ _NOT_YET = {
 }
 
 
-def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None = 0) -> tuple[Backend, str]:
-    """The backend asked for (or the best one here under "auto"), and why it was chosen."""
+def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None = 0,
+                   threads: int | None = None) -> tuple[Backend, str]:
+    """The backend asked for (or the best one here under "auto"), and why it was chosen.
+
+    `threads`: CPU threads one call may use (None: every core this process may run on)."""
     if backend not in NAMES:
         raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise OptionError(f"threads must be an integer >= 1 (or None for every core), got {threads!r}")
     if backend in _NOT_YET:
         raise BackendUnavailableError(_NOT_YET[backend])
     if backend == "tensorrt":
@@ -33,7 +38,7 @@ def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None 
             return made, f"tensorrt ({made.describe}): an engine matches this GPU"
     from .onnxruntime import OnnxRuntimeBackend
 
-    made = OnnxRuntimeBackend(bundle, device=device)
+    made = OnnxRuntimeBackend(bundle, device=device, threads=threads)
     if backend == "onnxruntime":
         return made, "asked for by name"
     skipped.update({name: why.split(';')[0] for name, why in _NOT_YET.items()})
