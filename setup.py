@@ -35,8 +35,9 @@ def _extensions() -> list:
               "the Python reference (pip install cython, then reinstall)", file=sys.stderr)
         return []
     # No fused multiply-add: the core must round every float32 operation as numpy does (aarch64 would fuse).
-    flags = [] if sys.platform == "win32" else ["-O3", "-ffp-contract=off"]
-    ext = Extension("edge_caption._beam", ["csrc/_beam.pyx"], extra_compile_args=flags, optional=True)
+    flags = [] if sys.platform == "win32" else ["-O2", "-ffp-contract=off"]
+    ext = Extension("edge_caption._beam", ["csrc/_beam.pyx"], depends=["csrc/rows.pxi"], extra_compile_args=flags,
+                    optional=True)
     return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
 
 

@@ -57,18 +57,19 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
     while True:
         logprobs = log_softmax(state.step(step_ids))
         beams.process(logprobs)
-        source_rows, stopped = beams.advance(*beams.candidates(logprobs))
+        beams.candidates(logprobs)
+        source_rows, stopped = beams.advance()
         if traced is not None:
             traced.follow(state.extras[trace], beams.picks)
         state.reorder(source_rows)
-        for i in np.flatnonzero(stopped):
-            results[state.images[i]] = [
-                (ids, score, None if traced is None else traced.finished[i, j, : len(ids)])
-                for j, (ids, score) in enumerate(beams.hypotheses(int(i)))
-            ]
-        if stopped.all():
-            return results
-        if stopped.any():
+        if beams.n_stopped:
+            for i in np.flatnonzero(stopped):
+                results[state.images[i]] = [
+                    (ids, score, None if traced is None else traced.finished[i, j, : len(ids)])
+                    for j, (ids, score) in enumerate(beams.hypotheses(int(i)))
+                ]
+            if beams.n_stopped == state.active:
+                return results
             keep = np.flatnonzero(~stopped)
             state.keep(keep)
             beams.keep(keep)

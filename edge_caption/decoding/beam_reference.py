@@ -7,8 +7,9 @@ The interface, shared by both:
     beams = Beams(batch, prompt, eos_ids, options)
     beams.process(logprobs)                 # the history-dependent processors, in place, [rows, V]
     scores, tokens = beams.candidates(logprobs)   # per row top-k of logprobs + beam score: [b, nb, k]
-    source_rows, stopped = beams.advance(scores, tokens)   # the bookkeeping, from candidates onward
-    beams.hypotheses(i); beams.keep(images); beams.last_tokens; beams.picks
+    source_rows, stopped = beams.advance()  # the bookkeeping, from those candidates onward
+    (or advance(scores, tokens) with candidates made elsewhere, e.g. by the CUDA kernel)
+    beams.n_stopped; beams.hypotheses(i); beams.keep(images); beams.last_tokens; beams.picks
 
 Scores are float32 throughout and every -1e9 mask is added as Hugging Face adds it, so that ties and
 near-ties resolve the same way.
@@ -77,6 +78,7 @@ class Beams:
         self.is_finished = np.zeros((batch, nb), dtype=bool)
         self.unsatisfied = np.ones(batch, dtype=bool)
         self.picks = (None, None, None)
+        self.n_stopped = 0      # images the last advance() stopped
 
     @property
     def history(self) -> np.ndarray:
@@ -92,14 +94,19 @@ class Beams:
         apply_processors(logprobs, self.history, self.options, prompt_len=self.prompt_len, eos_ids=self.eos_ids)
 
     def candidates(self, logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return row_candidates(logprobs, self.running_scores, self.keep_k)
+        self._candidates = row_candidates(logprobs, self.running_scores, self.keep_k)
+        return self._candidates
 
-    def advance(self, cand_scores: np.ndarray, cand_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One step's bookkeeping from per-row candidates (sorted best first, as `candidates` gives them).
+    def advance(self, cand_scores: np.ndarray | None = None, cand_tokens: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """One step's bookkeeping from per-row candidates (sorted best first, as `candidates` gives them;
+        by default the last `candidates()`).
 
         Returns the source row of every new running row (the cache reorder) and which images stopped;
         `picks` keeps (source beam of each top candidate, the candidates that run on, the merged
         entries that are now the finished hypotheses) for whoever follows extra per-token data."""
+        if cand_scores is None:
+            cand_scores, cand_tokens = self._candidates
         b, nb, kc = cand_scores.shape
         cur_len, prompt_len, lp, es = self.cur_len, self.prompt_len, self.options.length_penalty, \
             self.options.early_stopping
@@ -144,7 +151,9 @@ class Beams:
         worst = np.where(self.is_finished, self.finished_scores.min(axis=1, keepdims=True), NEG)
         self.unsatisfied = self.unsatisfied & np.any(best_running > worst, axis=1)
         frozen = ~self.unsatisfied | (self.is_finished.all(axis=1) & (es is True))
-        return source_rows, frozen | hits.all()
+        stopped = frozen | hits.all()
+        self.n_stopped = int(stopped.sum())
+        return source_rows, stopped
 
     def hypotheses(self, image: int) -> list[tuple[tuple[int, ...], float]]:
         """The `num_return_sequences` best (token ids after the prompt, score) of an active image."""
