@@ -80,6 +80,7 @@ class BuildExt(build_ext):
         gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
         target = Path(self.build_lib) / "edge_caption" / KERNELS
         target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)      # a failed build must not leave an old library to be installed
         # cudart linked statically: at run time the library needs the NVIDIA driver only, never torch.
         cmd = [nvcc, "-O3", "-shared", "-Xcompiler", "-fPIC", "-cudart", "static", "-std=c++17", *gencode,
                "-o", str(target), str(HERE / "csrc" / "beam_kernels.cu")]

@@ -46,5 +46,6 @@ def beams_class(choice: str | None = None) -> type:
 
 
 def core_name() -> str:
-    """'cython' or 'python': what `beams_class()` picks now (for `doctor` and benchmarks)."""
-    return "cython" if beams_class() is not beam_reference.Beams else "python"
+    """'cython' or 'python': what `beams_class()` picks now, without warning (for `doctor`)."""
+    forced = (os.environ.get(ENV) or "").strip().lower()
+    return "python" if forced == "python" or _cython() is None else "cython"
