@@ -183,7 +183,21 @@ class TransformersStep:
 
 
 def run_transformers(options: DecodeOptions, eos: tuple[int, ...], inputs: Inputs, episodes: int, repeats: int):
-    """In the loop: per step (top-k us, bookkeeping us); then the bookkeeping replayed on recorded top-ks."""
+    """In the loop: per step (top-k us, bookkeeping us); then the bookkeeping replayed on recorded top-ks.
+
+    One torch thread, as our cores use one: on tiny tensors threads only add hand-offs (and, on a
+    shared 2-core machine, waits for a busy core)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_transformers(options, eos, inputs, episodes, repeats)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_transformers(options: DecodeOptions, eos: tuple[int, ...], inputs: Inputs, episodes: int, repeats: int):
     import torch
 
     steps, recorded = [], []

@@ -33,6 +33,7 @@ cdef class Beams:
 
     cdef readonly int num_beams, keep_k, prompt_len, max_len, cur_len, active, n_stopped
     cdef int capacity, n_eos, n_return, es_mode, min_new, ngram, kc
+    cdef int flip      # the double-buffered arrays are swapped: numpy's name + "_tmp" is current
     cdef double lp
     cdef float penalty
     cdef object _arena, _np, _out, _cand
@@ -112,21 +113,26 @@ cdef class Beams:
             _f32(a["top_scores"]), _i64(a["top_beam"]), _i64(a["top_tokens"]), _u8(a["hits"])
         self.source_rows, self.eos, self.order = _i64(a["source_rows"]), _i64(a["eos"]), _i64(a["order"])
         self.cand, self.merged = _f32(a["cand"]), _f32(a["merged"])
-        self.kc = 0
+        self.kc = self.flip = 0
         self._cand = self._out = None
         self.n_stopped = 0
+
+    def _array(self, name):
+        """The numpy view of a buffer, following the double-buffer swaps."""
+        swapped = name in ("running", "finished", "fin_scores", "fin_len", "is_fin") and self.flip
+        return self._np[name + "_tmp" if swapped else name]
 
     # --- views for the loop (numpy arrays over the buffers; valid until the next call that changes them)
 
     @property
     def history(self):
         """Every token so far, prompt included: [active * nb, cur_len]."""
-        return self._np["running"][: self.active * self.num_beams, : self.cur_len]
+        return self._array("running")[: self.active * self.num_beams, : self.cur_len]
 
     @property
     def last_tokens(self):
         """The ids the next decoder step takes: [active * nb, 1]."""
-        return self._np["running"][: self.active * self.num_beams, self.cur_len - 1: self.cur_len].copy()
+        return self._array("running")[: self.active * self.num_beams, self.cur_len - 1: self.cur_len].copy()
 
     @property
     def picks(self):
@@ -200,9 +206,6 @@ cdef class Beams:
         with nogil:
             all_hits = self._advance(sp, tp, kc)
             self._early_stop(all_hits)
-        a = self._np      # the numpy handles follow the buffers _advance swapped
-        for name in ("running", "finished", "fin_scores", "fin_len", "is_fin"):
-            a[name], a[name + "_tmp"] = a[name + "_tmp"], a[name]
         if self._out is None:       # views made once per batch size: a step allocates nothing
             self._out = (self._np["source_rows"][: b * nb], self._np["stopped"][:b])
         return self._out
@@ -296,6 +299,7 @@ cdef class Beams:
         self.fin_len, self.fin_len_tmp = self.fin_len_tmp, self.fin_len
         self.is_fin, self.is_fin_tmp = self.is_fin_tmp, self.is_fin
         self.cur_len = cur + 1
+        self.flip ^= 1
         return all_hits
 
     cdef void _early_stop(self, int all_hits) noexcept nogil:
@@ -363,15 +367,15 @@ cdef class Beams:
 
     def snapshot(self):
         """The state of the active images as the reference holds it (for the equivalence tests)."""
-        b, nb, a = self.active, self.num_beams, self._np
-        fin = a["finished"][: b * nb].reshape(b, nb, -1).copy()
-        lens = a["fin_len"][:b].copy()
+        b, nb, a = self.active, self.num_beams, self._array
+        fin = a("finished")[: b * nb].reshape(b, nb, -1).copy()
+        lens = a("fin_len")[:b].copy()
         fin[np.arange(self.max_len)[None, None, :] >= (self.prompt_len + lens)[:, :, None]] = 0
         return {
-            "running": a["running"][: b * nb, : self.cur_len].reshape(b, nb, -1).copy(),
-            "running_scores": a["running_scores"][:b].copy(), "finished": fin, "finished_len": lens,
-            "finished_scores": a["fin_scores"][:b].copy(), "is_finished": a["is_fin"][:b].astype(bool),
-            "unsatisfied": a["unsatisfied"][:b].astype(bool),
+            "running": a("running")[: b * nb, : self.cur_len].reshape(b, nb, -1).copy(),
+            "running_scores": a("running_scores")[:b].copy(), "finished": fin, "finished_len": lens,
+            "finished_scores": a("fin_scores")[:b].copy(), "is_finished": a("is_fin")[:b].astype(bool),
+            "unsatisfied": a("unsatisfied")[:b].astype(bool),
         }
 
 

@@ -202,3 +202,19 @@ def test_environment_variable_chooses_the_core(monkeypatch):
 def test_auto_prefers_cython(monkeypatch):
     monkeypatch.delenv(core.ENV, raising=False)
     assert core.beams_class() is _beam.Beams and core.core_name() == "cython"
+
+
+@needs_core
+def test_bad_candidates_say_what_was_expected():
+    options = DecodeOptions(num_beams=3, max_new_tokens=2)
+    fast = _beam.Beams(2, np.array([0]), np.array([1]), options)
+    with pytest.raises(ValueError, match="candidates\\(\\) call first"):
+        fast.advance()
+    with pytest.raises(ValueError, match=r"\[2, 3, k\]"):
+        fast.advance(np.zeros((2, 2, 6), np.float32), np.zeros((2, 2, 6), np.int64))
+    with pytest.raises(ValueError, match="at least 6 candidates"):
+        fast.advance(np.zeros((2, 3, 1), np.float32), np.zeros((2, 3, 1), np.int64))
+    with pytest.raises(ValueError, match="6 rows"):
+        fast.candidates(np.zeros((5, 10), np.float32))
+    with pytest.raises(ValueError, match="ascending"):
+        fast.keep(np.array([1, 0]))
