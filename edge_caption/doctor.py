@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import importlib.util
+import os
 import platform
 import shutil
 import subprocess
@@ -64,4 +65,20 @@ def report() -> dict[str, str]:
     facts["cuda-python"] = _version("cuda-python") or _version("cuda-bindings") or "not installed"
     facts["torch"] = _version("torch") or "not installed (only export and the torch-cuda backend need it)"
     facts["opencv"], facts["opencv gstreamer"] = _opencv()
+    facts["beam search"], facts["cuda beam kernels"] = _beam()
     return facts
+
+
+def _beam() -> tuple[str, str]:
+    from .decoding import kernels
+    from .decoding.core import ENV, core_name
+
+    core = f"{core_name()} core"
+    if ENV in os.environ:
+        core += f" ({ENV}={os.environ[ENV]})"
+    elif core_name() == "python":
+        core += " (the Cython extension is not built: reinstall with pip install -e .)"
+    lib = kernels.load()
+    built = "not built (nvcc was not found at install time)" if lib is None else \
+        f"built, {lib.device_count()} GPU(s) usable"
+    return core, built
