@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import EdgeCaptionError
-from .frames import IMAGE_SUFFIXES
+from .frames import expand_inputs
 from .options import DecodeOptions, parse_early_stopping
 
 
@@ -50,26 +50,6 @@ def _bundle_only(args: argparse.Namespace) -> str | None:
     return bundle
 
 
-def _expand_images(items: Sequence[str]) -> list[Path]:
-    found: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif any(ch in item for ch in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"no file matches {item!r}")
-            found.extend(matches)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"no image at {item}: pass image files, a glob or a directory")
-    if not found:
-        raise FileNotFoundError("no images to caption: pass image files, a glob or a directory of images")
-    return found
-
-
 # ---- commands ----------------------------------------------------------------------------------
 SAMPLE = Path(__file__).parent / "data" / "scene.jpg"   # a generated scene; its captions: data/captions.json
 
@@ -82,7 +62,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         rest = [*rest, str(SAMPLE)]
     if not rest:
         raise FileNotFoundError("no images to caption: pass image files, a glob, a directory, or --sample")
-    images = _expand_images(rest)
+    images = expand_inputs(rest, "images")
     with EdgeCaptioner(bundle, backend=args.backend) as captioner:
         for path in images:
             caption = captioner.caption(str(path), **_decoding(args))

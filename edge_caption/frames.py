@@ -21,11 +21,13 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def expand_inputs(items: str | Path | Sequence[str | Path]) -> list[str]:
+def expand_inputs(items: str | Path | Sequence[str | Path], kinds: str = "images and videos") -> list[str]:
     """Paths, globs and directories -> the files to caption, in order.
 
-    A directory gives its image and video files (by suffix, not recursing); a glob its matches; a
-    file is taken as it is, whatever its suffix (an unreadable one becomes a row with an error)."""
+    `kinds`: "images and videos", or "images" (the `caption` command). A directory gives its files
+    of those kinds (by suffix, not recursing); a glob its matches; a file is taken as it is, whatever
+    its suffix (an unreadable one becomes a row with an error, or the captioner's error)."""
+    suffixes = IMAGE_SUFFIXES if kinds == "images" else IMAGE_SUFFIXES | VIDEO_SUFFIXES
     if isinstance(items, (str, Path)):
         items = [items]
     found: list[str] = []
@@ -33,8 +35,7 @@ def expand_inputs(items: str | Path | Sequence[str | Path]) -> list[str]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found.extend(str(p) for p in sorted(path.iterdir())
-                         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            found.extend(str(p) for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in suffixes)
         elif any(ch in text for ch in "*?["):
             matches = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
             if not matches:
@@ -43,9 +44,9 @@ def expand_inputs(items: str | Path | Sequence[str | Path]) -> list[str]:
         elif path.is_file():
             found.append(text)
         else:
-            raise FileNotFoundError(f"no file or directory at {text}: pass images, videos, globs or directories")
+            raise FileNotFoundError(f"no {kinds} at {text}: pass files, globs or directories of {kinds}")
     if not found:
-        raise FileNotFoundError("nothing to caption: the inputs hold no image or video files")
+        raise FileNotFoundError(f"nothing to caption: the inputs hold no {kinds}")
     return found
 
 
