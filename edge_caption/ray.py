@@ -18,6 +18,7 @@ import numpy as np
 from .errors import EdgeCaptionError, missing_extra
 
 READ_CPUS = 0
+READ_TASKS = 2
 COLUMNS = ("path", "frame_time", "caption", "score", "model", "error")
 
 
@@ -126,9 +127,12 @@ class CaptionActor:
 
 
 def _expand(paths: Any, fps: float | None) -> Any:
-    # A fraction of a CPU: with whole CPUs the captioning actors can hold every CPU of a small
-    # machine and starve the reads that feed them (Ray Data then waits forever).
-    return paths.flat_map(_FileFrames(fps), num_cpus=READ_CPUS)
+    # No CPU reserved: with whole CPUs the captioning actors can hold every CPU of a small machine and
+    # starve the reads that feed them (Ray Data then waits forever). But zero-CPU tasks are not limited
+    # by CPUs at all, so cap them: uncapped, Ray started 80+ worker processes on 2 cores and captioned
+    # at 2 frames/s.
+    ray = _ray()
+    return paths.flat_map(_FileFrames(fps), num_cpus=READ_CPUS, compute=ray.data.TaskPoolStrategy(size=READ_TASKS))
 
 
 def _table(frame: Any) -> Any:
