@@ -49,7 +49,6 @@ def main() -> None:
             timing = measure(run, warmup=1, repeats=args.repeats)
             ids = run()[:, 1:].tolist()
             results[work["name"]] = {"total": timing, "token_ids": ids}
-    import optimum
     import transformers
     import onnxruntime
     print(json.dumps({"export_s": export_s, "results": results,

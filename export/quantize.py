@@ -39,15 +39,18 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
     if manifest.precision != "fp32":
         raise ExportError(f"{bundle.path} is already {manifest.precision}; quantize the fp32 bundle it came from")
     say = reporter(progress, "export")
+    graphs = ((manifest.encoder, False), (manifest.decoder_step, True))
+    # TensorRT engines were built from the fp32 graphs: they do not belong to the int8 bundle
+    left_out = {MANIFEST_FILE, *(g.file for g, _ in graphs), *(e.file for e in manifest.engines)}
     with staging(Path(output), overwrite) as scratch:
         for name in manifest.files:
-            if name != MANIFEST_FILE:
+            if name not in left_out:
                 (scratch / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(bundle.file(name), scratch / name)
-        for graph, per_channel in ((manifest.encoder, False), (manifest.decoder_step, True)):
+        for graph, per_channel in graphs:
             say(f"quantizing {graph.file} to int8")
             quantize_graph(bundle.file(graph.file), scratch / graph.file, per_channel=per_channel)
-        write_manifest(scratch, replace(manifest, precision=precision))
+        write_manifest(scratch, replace(manifest, precision=precision, engines=()))
     say(f"bundle written to {output}")
     return Path(output)
 
@@ -55,8 +58,9 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
 def quantize_graph(source: Path, output: Path, *, per_channel: bool) -> None:
     """int8 weights for every MatMul / Gemm with a constant weight in the ONNX graph `source`.
 
-    Per-channel scales keep the decoder's logits closest to fp32 (the caption agreement measured in
-    benchmarks/results/cpu.json); the encoder's per-tensor scales cost no measurable agreement there."""
+    Per-channel scales for the decoder step, whose logits pick the tokens; the encoder keeps ONNX
+    Runtime's default per-tensor scales. The captions this keeps on the shipped model are measured in
+    benchmarks/results/cpu.json."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:  # pragma: no cover - onnx comes with the export extra
@@ -64,11 +68,9 @@ def quantize_graph(source: Path, output: Path, *, per_channel: bool) -> None:
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)    # its "consider pre-processing" advice is about CNN graphs
     try:
-        tmp = output.with_suffix(".int8.onnx")
-        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=per_channel,
+        quantize_dynamic(source, output, weight_type=QuantType.QInt8, per_channel=per_channel,
                          op_types_to_quantize=["MatMul", "Gemm"],
                          use_external_data_format=source.stat().st_size > 1_900_000_000,
                          extra_options={"MatMulConstBOnly": True})
-        tmp.replace(output)
     finally:
         logging.getLogger().setLevel(quiet)

@@ -74,3 +74,22 @@ def test_cli_quantizes_a_bundle(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["precision"] == "int8"
     info = subprocess.run([sys.executable, "-m", "edge_caption.cli", "info", str(out)], capture_output=True, text=True)
     assert "precision int8" in info.stdout
+
+
+def test_fp32_engines_stay_behind(tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from edge_caption.export.writer import write_manifest
+    from edge_caption.manifest import EngineSpec
+
+    source = tmp_path / "with-engine.ecap"
+    shutil.copytree(default_bundle_path(), source)
+    (source / "engines").mkdir()
+    (source / "engines" / "decoder_step.plan").write_bytes(b"built from the fp32 graph")
+    engine = EngineSpec("decoder_step", "engines/decoder_step.plan", "8.7", "10.3.0", "fp32", "0" * 64)
+    write_manifest(source, replace(Bundle.open(source).manifest, engines=(engine,)))
+
+    out = export(source, tmp_path / "int8.ecap", precision="int8", progress=False)
+    assert Bundle.open(out).manifest.engines == ()
+    assert not (out / "engines").exists()
