@@ -135,6 +135,11 @@ cdef class Beams:
         return self._array("running")[: self.active * self.num_beams, self.cur_len - 1: self.cur_len].copy()
 
     @property
+    def running_scores(self):
+        """The running beams' scores [active, nb] (the static step adds them before its top-k)."""
+        return self._np["running_scores"][: self.active]
+
+    @property
     def picks(self):
         """(source beam of each top candidate, candidates that run on, merged entries now finished): the
         last advance()'s choices, for following per-token extras; valid until keep()."""

@@ -94,6 +94,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"graphs     encoder: {m.encoder.file}; decoder step: {m.decoder_step.file} "
           f"({len(m.state)} state tensors, {len(m.memory)} memory tensors, "
           f"{'one token' if m.tokens_per_step == 1 else 'any number of tokens'} per step)")
+    if m.static_step is not None:
+        print(f"           TensorRT-shaped step: {m.static_step.file} (static cache, top-{m.static_step.top_k} in the graph)")
     if m.step_extras:
         grid = f" over a {m.attention_grid[0]}x{m.attention_grid[1]} grid" if m.attention_grid else ""
         print(f"extras     {', '.join(m.step_extras)}{grid} (caption(..., return_attention=True))")
@@ -281,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or an fp32 bundle to quantize (with --precision int8)")
     p.add_argument("--out", required=True, help="the bundle directory to write (NAME.ecap)")
     p.add_argument("--precision", default="fp32", help="fp32 | int8 (int8 weights for ONNX Runtime; fp16/fp8 come with `build`)")
-    p.add_argument("--targets", default="onnx", help="comma-separated: onnx")
+    p.add_argument("--targets", default="onnx", help="comma-separated: onnx (always), tensorrt (adds the "
+                   "TensorRT-shaped decoder step that `build` makes engines from)")
     p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP)")
     p.add_argument("--name", help="the model name recorded in the bundle")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import BundleError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2      # 2 added `static_step`; a bundle without one is still written as 1 (see `to_dict`)
 MANIFEST_FILE = "manifest.json"
 
 # Symbolic dimensions used in shapes: B images, N = B x beams rows, T cached tokens, L new tokens.
@@ -69,10 +69,29 @@ class GraphSpec:
 
 
 @dataclass(frozen=True)
+class StaticStepSpec:
+    """The TensorRT-shaped decoder step (export/static_step.py): the same step with static shapes.
+
+    inputs: input_ids [N,1], position [1] (tokens cached so far), beam_index [N] (the previous row each
+    row continues: beam reorder and dropped images in one gather), beam_scores [N] (added before the
+    top-k), the step memory, the state as max-length caches [P,h,C,d]. outputs: topk_scores and
+    topk_ids [N,top_k] (log-softmax + beam score, best first), logits [N,V], the state [N,h,C,d]."""
+
+    file: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    top_k: int
+
+
+STATIC_INPUTS = ("input_ids", "position", "beam_index", "beam_scores")
+STATIC_OUTPUTS = ("topk_scores", "topk_ids", "logits")
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """A TensorRT engine built from one of the ONNX graphs, valid only where it was built."""
 
-    graph: str                                  # "encoder" | "decoder_step"
+    graph: str                                  # "encoder" | "decoder_step" | "static_step"
     file: str
     compute_capability: str                     # e.g. "8.7"
     tensorrt_version: str
@@ -97,14 +116,29 @@ class Manifest:
     step_extras: tuple[str, ...] = ()           # extra step outputs, e.g. attention weights [N, S]
     attention_grid: tuple[int, int] | None = None   # (h, w) the "attention" extra's S positions form
     tokens_per_step: int | None = None          # 1: the step takes one token (RNNs); None: any number
+    static_step: StaticStepSpec | None = None   # the TensorRT-shaped step, when exported (targets "tensorrt")
     engines: tuple[EngineSpec, ...] = ()
     files: dict[str, str] = field(default_factory=dict)   # relative path -> sha256
     created_by: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
+    def graphs(self) -> dict[str, "GraphSpec | StaticStepSpec"]:
+        """Every ONNX graph the bundle holds, by the name engines use for it."""
+        found: dict[str, GraphSpec | StaticStepSpec] = {"encoder": self.encoder, "decoder_step": self.decoder_step}
+        if self.static_step is not None:
+            found["static_step"] = self.static_step
+        return found
+
+    def __post_init__(self) -> None:
+        # the oldest format that holds this bundle, so that an older runtime still reads a plain one
+        object.__setattr__(self, "format_version", 2 if self.static_step is not None else 1)
+
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        data = _plain(dataclasses.asdict(self))
+        if self.static_step is None:
+            del data["static_step"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "manifest.json") -> "Manifest":
@@ -154,6 +188,15 @@ class Manifest:
                 problems.append(f"decoder_step has no {required!r} input")
         if "logits" not in self.decoder_step.outputs:
             problems.append("decoder_step has no 'logits' output")
+        if self.static_step is not None:
+            want_in = (*STATIC_INPUTS, *[n for n in self.decoder_step.inputs if n in self.memory],
+                       *[st.input for st in self.state])
+            want_out = (*STATIC_OUTPUTS, *[st.output for st in self.state])
+            if (self.static_step.inputs, self.static_step.outputs) != (want_in, want_out):
+                problems.append(f"static_step has inputs {list(self.static_step.inputs)} and outputs "
+                                f"{list(self.static_step.outputs)}; expected {list(want_in)} and {list(want_out)}")
+            if self.static_step.top_k < 1:
+                problems.append(f"static_step.top_k must be >= 1, got {self.static_step.top_k}")
         if "pixel_values" not in self.encoder.inputs:
             problems.append("encoder has no 'pixel_values' input")
         if not self.tokenizer.eos_token_ids:

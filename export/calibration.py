@@ -144,11 +144,37 @@ def qdq_graphs(bundle: Bundle, calibration: str | Path, out_dir: Path, *, limit:
     encoder_feeds, step_feeds = record_inputs(bundle, frames, progress=bars)
     m = bundle.manifest
     out_dir.mkdir(parents=True, exist_ok=True)
+    feeds = {"encoder": encoder_feeds, "decoder_step": step_feeds}
+    if m.static_step is not None:
+        feeds["static_step"] = static_feeds(m, step_feeds)
     made = {}
-    for key, graph, feeds in (("encoder", m.encoder, encoder_feeds), ("decoder_step", m.decoder_step, step_feeds)):
-        say(f"calibrating {graph.file} on {len(feeds)} inputs")
-        made[key] = quantize_qdq(bundle.file(graph.file), out_dir / Path(graph.file).name, feeds)
+    for key, graph in m.graphs().items():
+        say(f"calibrating {graph.file} on {len(feeds[key])} inputs")
+        made[key] = quantize_qdq(bundle.file(graph.file), out_dir / Path(graph.file).name, feeds[key])
     return made
+
+
+def static_feeds(manifest: Any, step_feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The TensorRT-shaped step's inputs for the recorded one-token steps: the same activations, each
+    cache one position longer than what it holds (the slot the step writes)."""
+    found = []
+    for feed in step_feeds:
+        ids = feed["input_ids"]
+        if ids.shape[1] != 1:
+            continue                        # a multi-token prompt step: the static step takes them one by one
+        rows = len(ids)
+        cached = feed[manifest.state[0].input].shape[manifest.state[0].grow_axis]
+        static = {"input_ids": ids, "position": np.array([cached], np.int64),
+                  "beam_index": np.arange(rows, dtype=np.int64), "beam_scores": np.zeros(rows, np.float32)}
+        for name in manifest.static_step.inputs:
+            if name not in static:
+                static[name] = feed[name]
+        for spec in manifest.state:
+            pad = [(0, 0)] * feed[spec.input].ndim
+            pad[spec.grow_axis] = (0, 1)
+            static[spec.input] = np.pad(feed[spec.input], pad)
+        found.append(static)
+    return found
 
 
 def qdq_bundle(source: str | Path, output: str | Path, calibration: str | Path, *, limit: int = 256,
@@ -168,9 +194,9 @@ def qdq_bundle(source: str | Path, output: str | Path, calibration: str | Path, 
                 (scratch / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(bundle.file(name), scratch / name)
         made = qdq_graphs(bundle, calibration, scratch / ".qdq", limit=limit, progress=say if progress else False)
+        graphs = bundle.manifest.graphs()
         for key, path in made.items():
-            graph = bundle.manifest.encoder if key == "encoder" else bundle.manifest.decoder_step
-            path.replace(scratch / graph.file)
+            path.replace(scratch / graphs[key].file)
         shutil.rmtree(scratch / ".qdq")
         write_manifest(scratch, replace(bundle.manifest, precision=QDQ, engines=()))
     say(f"bundle written to {output}")

@@ -44,7 +44,7 @@ def export_onnx(split, out_dir: Path, *, opset: int | None = None,
         memory = dict(zip(split.memory_names, split.encoder(pixels)))
     say(f"exporting the encoder ({ENCODER_FILE})")
     with _eager_attention(split.encoder):
-        _export(split.encoder, (pixels,), out_dir / ENCODER_FILE, ["pixel_values"], list(split.memory_names),
+        write_graph(split.encoder, (pixels,), out_dir / ENCODER_FILE, ["pixel_values"], list(split.memory_names),
                 ({0: B},), opset)
 
     n = _B * _BEAMS
@@ -58,11 +58,11 @@ def export_onnx(split, out_dir: Path, *, opset: int | None = None,
               (*[_dynamic(memory_shapes[name], dims) for name in split.step_memory],
                *[_dynamic(s.shape, dims) for s in split.state]))
     say(f"exporting the decoder step ({STEP_FILE})")
-    _export(split.step, (ids, *step_memory, *past), out_dir / STEP_FILE,
+    write_graph(split.step, (ids, *step_memory, *past), out_dir / STEP_FILE,
             ["input_ids", *split.step_memory, *split.past_names],
             ["logits", *split.present_names, *split.step_extras], shapes, opset)
 
-    graphs = {"encoder": _check(out_dir, ENCODER_FILE), "decoder_step": _check(out_dir, STEP_FILE)}
+    graphs = {"encoder": check_graph(out_dir, ENCODER_FILE), "decoder_step": check_graph(out_dir, STEP_FILE)}
     say("ONNX graphs written and checked")
     return graphs
 
@@ -94,7 +94,7 @@ def _eager_attention(module):
             sub.set_attn_implementation(current)
 
 
-def _export(module, args, path: Path, inputs, outputs, dynamic_shapes, opset) -> None:
+def write_graph(module, args, path: Path, inputs, outputs, dynamic_shapes, opset) -> None:
     import torch
 
     log = io.StringIO()
@@ -118,7 +118,7 @@ def _export(module, args, path: Path, inputs, outputs, dynamic_shapes, opset) ->
             lg.setLevel(level)
 
 
-def _check(out_dir: Path, name: str) -> GraphInfo:
+def check_graph(out_dir: Path, name: str) -> GraphInfo:
     import onnx
 
     path = out_dir / name

@@ -40,8 +40,13 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
         raise ExportError(f"{bundle.path} is already {manifest.precision}; quantize the fp32 bundle it came from")
     say = reporter(progress, "export")
     graphs = ((manifest.encoder, False), (manifest.decoder_step, True))
-    # TensorRT engines were built from the fp32 graphs: they do not belong to the int8 bundle
-    left_out = {MANIFEST_FILE, *(g.file for g, _ in graphs), *(e.file for e in manifest.engines)}
+    # TensorRT engines were built from the fp32 graphs, and TensorRT's int8 comes from calibrated Q/DQ
+    # graphs (calibration.py), not these: neither the engines nor the TensorRT-shaped step carry over
+    static = [manifest.static_step.file] if manifest.static_step else []
+    if static:
+        say("leaving out the TensorRT-shaped step: int8 for TensorRT is `edge-caption build --precision int8 "
+            "--calibration DIR` on the fp32 bundle")
+    left_out = {MANIFEST_FILE, *(g.file for g, _ in graphs), *(e.file for e in manifest.engines), *static}
     with staging(Path(output), overwrite) as scratch:
         for name in manifest.files:
             if name not in left_out:
@@ -50,7 +55,7 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
         for graph, per_channel in graphs:
             say(f"quantizing {graph.file} to int8")
             quantize_graph(bundle.file(graph.file), scratch / graph.file, per_channel=per_channel)
-        write_manifest(scratch, replace(manifest, precision=precision, engines=()))
+        write_manifest(scratch, replace(manifest, precision=precision, engines=(), static_step=None))
     say(f"bundle written to {output}")
     return Path(output)
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from edge_caption.backends.cuda import Device, load_cudart
 from edge_caption.backends.tensorrt import load_tensorrt, parse_version
 from edge_caption.bundle import Bundle, sha256_file
+from edge_caption.decoding.static import cache_length
 from edge_caption.errors import ExportError
 from edge_caption.manifest import MANIFEST_FILE, EngineSpec
 
@@ -29,7 +30,7 @@ ENGINE_DIR = "engines"
 @dataclass(frozen=True)
 class BuildConfig:
     precision: str = "fp32"
-    batch_sizes: tuple[int, ...] = (1, 8)           # one optimization profile each: (previous, this] images
+    batch_sizes: tuple[int, ...] = (1, 8)           # one optimization profile each: 1 to this many images
     num_beams: int | None = None                    # most beams per image; None: max(the bundle's default, 4)
     max_new_tokens: int | None = None               # longest caption the step's cache holds; None: the bundle's
     calibration: str | Path | None = None           # int8: a folder of images or a video
@@ -66,7 +67,7 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
         shapes = ShapeRanges.for_bundle(source, config)
         cache = cache_file.read_bytes() if cache_file.is_file() else b""
         built = {}
-        for key in ("encoder", "decoder_step"):
+        for key in graphs:
             say(f"building the {key} engine ({config.precision}, batch {','.join(map(str, config.batch_sizes))}) "
                 f"with TensorRT {version} for sm_{cc}; this takes minutes")
             built[key], cache = build_engine(trt, graphs[key], shapes, cache, config.workspace_mb)
@@ -101,10 +102,20 @@ def _check(config: BuildConfig) -> None:
         raise ExportError(f"num_beams must be at least 1, got {config.num_beams}")
 
 
+def step_graph(bundle: Bundle) -> str:
+    """Which step TensorRT gets: the TensorRT-shaped one when the bundle has it."""
+    return "static_step" if bundle.manifest.static_step is not None else "decoder_step"
+
+
 def graph_files(bundle: Bundle, config: BuildConfig, scratch: Path, say: Callable[[str], None]) -> dict[str, Path]:
-    """The ONNX graphs TensorRT parses: precision is in the graph, never a builder flag."""
+    """The ONNX graphs TensorRT parses (the encoder and one step): precision is in the graph, never a
+    builder flag."""
     m = bundle.manifest
-    plain = {"encoder": bundle.file(m.encoder.file), "decoder_step": bundle.file(m.decoder_step.file)}
+    graphs = m.graphs()
+    plain = {key: bundle.file(graphs[key].file) for key in ("encoder", step_graph(bundle))}
+    if step_graph(bundle) == "decoder_step" and m.state and all(s.grow_axis is not None for s in m.state):
+        say("this bundle has no TensorRT-shaped step, so the step engine takes a growing cache (no CUDA graph "
+            "replay); re-export with --targets onnx,tensorrt for the faster static step")
     if config.precision == "fp32" or m.precision == f"{config.precision}-qdq":
         return plain
     if m.precision != "fp32":
@@ -118,7 +129,8 @@ def graph_files(bundle: Bundle, config: BuildConfig, scratch: Path, say: Callabl
                           "edge_caption.export.calibration.qdq_bundle")
     from .calibration import qdq_graphs
 
-    return qdq_graphs(bundle, config.calibration, scratch, progress=say)
+    made = qdq_graphs(bundle, config.calibration, scratch, progress=say)
+    return {key: made[key] for key in plain}
 
 
 def to_fp16(source: Path, output: Path) -> Path:
@@ -137,7 +149,9 @@ class ShapeRanges:
     """(min, opt, max) of every symbolic dimension, per batch-size profile.
 
     B images, N = B x beams rows, T cached tokens (0 up to the longest caption), L new tokens per step
-    (the prompt on the first step). A memory tensor's other dimensions are what the encoder emits."""
+    (the prompt on the first step). The static step's P rows in (N, or more on a step that drops
+    finished images) and C cache positions, fixed to the longest caption so the step's shapes never
+    change. A memory tensor's other dimensions are what the encoder emits."""
 
     def __init__(self, per_profile: list[dict[str, tuple[int, int, int]]], memory: dict[str, tuple[int, ...]]):
         self.per_profile, self.memory = per_profile, memory
@@ -147,12 +161,16 @@ class ShapeRanges:
         m = bundle.manifest
         beams = config.num_beams or max(int(m.decoding.get("num_beams", 1)), 4)
         prompt = len(m.tokenizer.prompt_ids)
-        longest = prompt + (config.max_new_tokens or int(m.decoding.get("max_new_tokens", 20)))
-        ranges, previous = [], 0
+        max_new = config.max_new_tokens or int(m.decoding.get("max_new_tokens", 20))
+        longest = prompt + max_new
+        cache = cache_length(m, max_new)
+        ranges = []
         for b in config.batch_sizes:
-            ranges.append({"B": (previous + 1, b, b), "N": (previous + 1, b * beams, b * beams),
+            # every profile starts at one image: as captions finish, the static step goes from P rows to
+            # fewer N rows in one call, and both must fit the profile the batch started in
+            rows = (1, b * beams, b * beams)
+            ranges.append({"B": (1, b, b), "N": rows, "P": rows, "C": (cache, cache, cache),
                            "T": (0, longest // 2, longest), "L": (1, 1, max(prompt, 1))})
-            previous = b
         return cls(ranges, _memory_shapes(bundle))
 
     def profile(self, index: int, name: str, shape: tuple[int, ...], names: dict[int, str]) -> tuple[tuple, tuple, tuple]:

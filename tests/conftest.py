@@ -13,14 +13,15 @@ class Exported:
         self.root = root
         self._cache: dict = {}
 
-    def __call__(self, family: str, seed: int = 0):
-        key = (family, seed)
+    def __call__(self, family: str, seed: int = 0, targets: tuple[str, ...] = ("onnx",)):
+        key = (family, seed, targets)
         if key not in self._cache:
             from edge_caption.export import export
 
             model = getattr(models, f"tiny_{family}")(seed)
             kind = "bpe" if "gpt2" in family else "wordpiece"
-            path = export(model, self.root / f"{family}-{seed}.ecap", tokenizer=models.tiny_tokenizer(kind=kind),
+            path = export(model, self.root / f"{family}-{seed}-{'-'.join(targets)}.ecap",
+                          tokenizer=models.tiny_tokenizer(kind=kind), targets=targets,
                           processor=models.tiny_image_processor("blip" if family == "blip" else "vit"), progress=False)
             self._cache[key] = (model, path)
         return self._cache[key]

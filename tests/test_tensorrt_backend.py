@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge_caption import EdgeCaptioner
+from edge_caption.bundle import Bundle
 from edge_caption.captioner import default_bundle_path
 from edge_caption.errors import BackendUnavailableError, EngineMismatchError, OptionError
 from edge_caption.export.tensorrt import BuildConfig, build_engines
@@ -62,6 +63,66 @@ def test_tokens_match_generate(exported, trt, tmp_path, family):
             with torch.no_grad():
                 ref = reference(model, pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
             assert token_ids(cap, pixels, **opts.to_dict()) == ref, f"{family} {grid}"
+
+
+@pytest.mark.parametrize("family", ["vit_gpt2", "blip"])
+def test_static_step_engine_gives_generate_tokens(exported, trt, tmp_path, family):
+    pytest.importorskip("torch")
+    from .test_parity import reference
+
+    model, bundle = exported(family, 0, ("onnx", "tensorrt"))
+    engines = build(bundle, tmp_path)
+    assert sorted(e.graph for e in Bundle.open(engines).manifest.engines) == ["encoder", "static_step"]
+    pixels = np.random.default_rng(100).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with EdgeCaptioner(engines, backend="tensorrt") as cap:
+        assert cap._backend.static_step and "static step" in cap._backend.describe
+        tok = cap.manifest.tokenizer
+        for grid in GRID + [dict(num_beams=2, repetition_penalty=1.3, min_new_tokens=2)]:
+            opts = DecodeOptions(max_new_tokens=10).replace(**grid)
+            ref = reference(model, pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
+            assert token_ids(cap, pixels, **opts.to_dict()) == ref, f"{family} {grid}"
+    _, cudart = trt
+    assert cudart.state().counts["graph_launch"] > 0     # steps whose rows and parity came before were replayed
+    assert not cudart.state().allocations, "close() must free every device buffer"
+
+
+def test_static_step_moves_no_cache_and_reads_back_only_candidates(exported, trt, tmp_path):
+    _, bundle = exported("vit_gpt2", 0, ("onnx", "tensorrt"))
+    engines = build(bundle, tmp_path)
+    _, cudart = trt
+    pixels = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with EdgeCaptioner(engines, backend="tensorrt") as cap:
+        top_k = cap.manifest.static_step.top_k
+        rows = []
+        static_session = cap._backend.static_session
+
+        def spying(*args):
+            session = static_session(*args)
+            run = session.run
+            session.run = lambda ids, *rest: rows.append(len(ids)) or run(ids, *rest)
+            return session
+
+        cap._backend.static_session = spying
+
+        def counts(**decoding):
+            rows.clear()
+            before = dict(cudart.state().counts)
+            cap.caption_pixels(pixels, **decoding)
+            return {k: v - before.get(k, 0) for k, v in cudart.state().counts.items()}, sum(rows), len(rows)
+
+        counts(num_beams=3, max_new_tokens=4)          # warm-up: the encoder's graph is captured
+        short, _, short_steps = counts(num_beams=3, max_new_tokens=3, min_new_tokens=3)
+        long, _, long_steps = counts(num_beams=3, max_new_tokens=9, min_new_tokens=9)
+        assert long_steps > short_steps
+        # device-to-device traffic is the encoder's output and the memory copied in, once per batch:
+        # a longer caption moves no more, so no cache row is ever copied between steps
+        assert long["d2d_bytes"] == short["d2d_bytes"] and long["d2d"] == short["d2d"]
+        # without history-dependent processors only the top-k candidates come down: 12 bytes per entry
+        plain, row_steps, steps = counts(num_beams=3, max_new_tokens=9)
+        assert plain["d2h_bytes"] == 12 * top_k * row_steps
+        assert plain["h2d"] == 1 + steps               # the pixels, then one packed copy per step
+        with pytest.raises(OptionError, match="--max-new-tokens 30"):
+            cap.caption_pixels(pixels, max_new_tokens=30)
 
 
 def test_shipped_model_matches_onnxruntime_with_cuda_graphs(shipped, trt):

@@ -113,11 +113,7 @@ class Device:
     def upload(self, array: np.ndarray, dtype: Any = None) -> "DeviceTensor":
         host = np.ascontiguousarray(array, dtype=dtype or array.dtype)
         tensor = self.empty(host.shape, host.dtype)
-        if host.nbytes:
-            self._host_refs.append(host)
-            self.call(self.rt.cudaMemcpyAsync(tensor.ptr, host.ctypes.data, host.nbytes,
-                                              self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream),
-                      "cudaMemcpyAsync (host to device)")
+        self.write(tensor.ptr, host)
         return tensor
 
     def download(self, tensors: Sequence["DeviceTensor"]) -> list[np.ndarray]:
@@ -130,6 +126,19 @@ class Device:
                           "cudaMemcpyAsync (device to host)")
         self.synchronize()
         return arrays
+
+    def write(self, ptr: int, array: np.ndarray) -> None:
+        """Copy a host array into device memory the caller owns (queued; the array is kept alive)."""
+        host = np.ascontiguousarray(array)
+        if host.nbytes:
+            self._host_refs.append(host)
+            self.call(self.rt.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes,
+                                              self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream),
+                      "cudaMemcpyAsync (host to device)")
+
+    def zero(self, ptr: int, nbytes: int) -> None:
+        if nbytes:
+            self.call(self.rt.cudaMemsetAsync(ptr, 0, nbytes, self.stream), "cudaMemsetAsync")
 
     def copy(self, dst: int, src: int, nbytes: int) -> None:
         if nbytes:

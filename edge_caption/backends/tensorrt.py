@@ -22,6 +22,7 @@ from ..bundle import Bundle
 from ..errors import BackendUnavailableError, EngineMismatchError, OptionError
 from ..manifest import EngineSpec
 from .cuda import CudaError, Device, DeviceTensor, load_cudart
+from .tensorrt_static import StaticSession, StaticStep
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,15 @@ def select_engines(bundle: Bundle, compute_capability: str, tensorrt_version: st
     here = parse_version(tensorrt_version)
     fits = [e for e in engines if e.compute_capability == compute_capability and parse_version(e.tensorrt_version) == here]
     chosen: dict[str, EngineSpec] = {}
-    for graph in ("encoder", "decoder_step"):
-        found = [e for e in fits if e.graph == graph]
-        # one precision for both graphs where the bundle has it (the encoder's, as built last)
-        same = [e for e in found if "encoder" in chosen and e.precision == chosen["encoder"].precision]
-        if found:
-            chosen[graph] = (same or found)[-1]
+    # the step: the TensorRT-shaped one where it was built, else the dynamic one
+    for key, graphs in (("encoder", ("encoder",)), ("step", ("static_step", "decoder_step"))):
+        for graph in graphs:
+            found = [e for e in fits if e.graph == graph]
+            # one precision for both graphs where the bundle has it (the encoder's, as built last)
+            same = [e for e in found if "encoder" in chosen and e.precision == chosen["encoder"].precision]
+            if found:
+                chosen[key] = (same or found)[-1]
+                break
     if len(chosen) < 2:
         built = "; ".join(sorted({f"sm_{e.compute_capability} TensorRT {e.tensorrt_version} {e.precision}"
                                   for e in engines}))
@@ -137,6 +141,38 @@ class _Engine:
             raise BackendUnavailableError(f"TensorRT refused {what} on {self.spec.file} (its log says why); "
                                           f"if the bundle changed, rebuild: {build_command(self.bundle, self.spec.precision)}")
 
+    def run_bound(self, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceTensor]) -> None:
+        """Execute on buffers the caller owns and keeps (the static step): nothing is copied in or out.
+        Shapes and addresses that come a second time are captured into a CUDA graph and replayed."""
+        shapes = {n: inputs[n].shape for n in self.inputs}
+        profile = self._profile_for(shapes)
+        self._set_shapes(profile, shapes)      # also before a replay: a graph runs with the shapes it was captured with
+        key = (profile, tuple(shapes[n] for n in self.inputs), tuple(inputs[n].ptr for n in self.inputs),
+               tuple(outputs[n].ptr for n in self.outputs))
+        graph = self.graphs.get(key)
+        if graph is not None:
+            self.device.call(self.device.rt.cudaGraphLaunch(graph.exec, self.device.stream), "cudaGraphLaunch")
+            return
+        self._execute(inputs, outputs)         # this call's work, and the warm-up a capture needs
+        if self.use_graphs and key in self.seen and len(self.graphs) < MAX_GRAPHS:
+            try:
+                self.graphs[key] = _Graph(*self._record(), {}, {})
+            except (CudaError, BackendUnavailableError, RuntimeError) as exc:
+                log.warning("CUDA graph capture failed for %s (%s); running it without graphs", self.spec.file, exc)
+                self.use_graphs = False
+        self.seen.add(key)
+
+    def _record(self) -> tuple[Any, Any]:
+        """Capture one execute_async_v3 with the addresses and shapes set now: (graph, executable)."""
+        dev, rt = self.device, self.device.rt
+        dev.call(rt.cudaStreamBeginCapture(dev.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+                 "cudaStreamBeginCapture")
+        try:
+            self._check(self.context.execute_async_v3(dev.handle), "execute_async_v3 (capture)")
+        finally:
+            graph = dev.call(rt.cudaStreamEndCapture(dev.stream), "cudaStreamEndCapture")
+        return graph, dev.call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+
     def _execute(self, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceTensor]) -> None:
         for name, tensor in (*inputs.items(), *outputs.items()):
             self._check(self.context.set_tensor_address(name, tensor.ptr), f"set_tensor_address({name!r})")
@@ -174,14 +210,7 @@ class _Engine:
             dev.copy(fixed_in[n].ptr, feeds[n].ptr, feeds[n].nbytes)
         self._execute(fixed_in, fixed_out)          # the warm-up TensorRT asks for before a capture
         try:
-            dev.call(rt.cudaStreamBeginCapture(dev.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
-                     "cudaStreamBeginCapture")
-            try:
-                self._check(self.context.execute_async_v3(dev.handle), "execute_async_v3 (capture)")
-            finally:
-                graph = dev.call(rt.cudaStreamEndCapture(dev.stream), "cudaStreamEndCapture")
-            executable = dev.call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-            self.graphs[key] = _Graph(graph, executable, fixed_in, fixed_out)
+            self.graphs[key] = _Graph(*self._record(), fixed_in, fixed_out)
         except (CudaError, BackendUnavailableError, RuntimeError) as exc:
             log.warning("CUDA graph capture failed for %s (%s); running it without graphs", self.spec.file, exc)
             self.use_graphs = False
@@ -229,14 +258,19 @@ class TensorRTBackend:
             specs = select_engines(bundle, self.device.compute_capability, trt.__version__)
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
             self._encoder = _Engine(trt, runtime, bundle, specs["encoder"], self.device, cuda_graphs)
-            self._step = _Engine(trt, runtime, bundle, specs["decoder_step"], self.device, cuda_graphs)
+            self._step = _Engine(trt, runtime, bundle, specs["step"], self.device, cuda_graphs)
+            # decode() runs the TensorRT-shaped step through static_session() when its engine is here
+            self.static_step = specs["step"].graph == "static_step"
+            self._static = (StaticStep(self._step, bundle.manifest, self.device,
+                                       f"rebuild the engines: {build_command(bundle, specs['step'].precision)} {{flag}}")
+                            if self.static_step else None)
         except BaseException:
             self.device.close()
             raise
         manifest = bundle.manifest
         self.precision = specs["encoder"].precision
         self.describe = (f"TensorRT {trt.__version__}, sm_{self.device.compute_capability}, {self.precision} engines"
-                         f"{', CUDA graphs' if cuda_graphs else ''}")
+                         f"{', static step' if self.static_step else ''}{', CUDA graphs' if cuda_graphs else ''}")
         self._memory_names = list(manifest.memory)
         self._step_memory = [n for n in manifest.memory if n in manifest.decoder_step.inputs]
         self._state_by_output = {s.output: s.input for s in manifest.state}
@@ -258,8 +292,13 @@ class TensorRTBackend:
         new_state = {self._state_by_output[name]: outputs[name] for name in self._state_by_output}
         return host[0], new_state, dict(zip(self._extras, host[1:]))
 
+    def static_session(self, memory: dict[str, Any], rows_per_image: int, length: int) -> StaticSession:
+        return self._static.session(memory, rows_per_image, length)
+
     def close(self) -> None:
         if getattr(self, "_step", None) is not None:
+            if self._static is not None:
+                self._static.close()
             self._encoder.close()
             self._step.close()
             self._encoder = self._step = None

@@ -10,7 +10,7 @@ from ..options import DecodeOptions
 from .beam import beam_search
 from .greedy import greedy_search
 from .state import DecoderState, StepBackend
-
+from .static import StaticDecoderState, cache_length
 
 
 class Hypothesis(NamedTuple):
@@ -32,7 +32,12 @@ def decode(backend: StepBackend, manifest: Manifest, memory: dict[str, np.ndarra
     if trace is not None and trace not in manifest.step_extras:
         raise ValueError(f"the {manifest.family} step has no {trace!r} output to trace "
                          f"(it has: {', '.join(manifest.step_extras) or 'none'})")
-    state = DecoderState(backend, manifest, memory, rows_per_image=options.num_beams)
+    if getattr(backend, "static_step", False):
+        images = next(iter(memory.values())).shape[0]
+        session = backend.static_session(memory, options.num_beams, cache_length(manifest, options.max_new_tokens))
+        state = StaticDecoderState(session, manifest, images, options.num_beams)
+    else:
+        state = DecoderState(backend, manifest, memory, rows_per_image=options.num_beams)
     search = greedy_search if options.num_beams == 1 else beam_search
     found = search(state, prompt, eos, options, trace)
     return [[Hypothesis(ids, score, t) for ids, score, t in per_image] for per_image in found]

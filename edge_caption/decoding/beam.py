@@ -12,7 +12,7 @@ import numpy as np
 
 from ..options import DecodeOptions
 from .core import beams_class
-from .processors import log_softmax
+from .processors import log_softmax, needs_full_rows
 from .state import DecoderState
 
 
@@ -54,11 +54,19 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
     traced = _Trace(trace, options.max_new_tokens) if trace is not None else None
     results: list = [[] for _ in range(state.active)]
     step_ids = beams.history
+    kc = beams.keep_k
     while True:
-        logprobs = log_softmax(state.step(step_ids))
-        beams.process(logprobs)
-        beams.candidates(logprobs)
-        source_rows, stopped = beams.advance()
+        if kc <= state.top_k and not needs_full_rows(options, beams.cur_len - len(prompt)):
+            # the step took the per-row top-k itself (static step): only k candidates per row came back
+            values, tokens = state.step_top(step_ids, beams.running_scores)
+            shape = (state.active, options.num_beams, kc)
+            source_rows, stopped = beams.advance(np.ascontiguousarray(values[:, :kc]).reshape(shape),
+                                                 np.ascontiguousarray(tokens[:, :kc]).reshape(shape))
+        else:
+            logprobs = log_softmax(state.step(step_ids))
+            beams.process(logprobs)
+            beams.candidates(logprobs)
+            source_rows, stopped = beams.advance()
         if traced is not None:
             traced.follow(state.extras[trace], beams.picks)
         state.reorder(source_rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..options import DecodeOptions
-from .processors import apply_processors, log_softmax
+from .processors import apply_processors, log_softmax, needs_full_rows
 from .state import DecoderState
 
 
@@ -20,9 +20,14 @@ def greedy_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, 
     traced = None
     step_ids = history
     while True:
-        scores = apply_processors(state.step(step_ids), history, options, prompt_len=prompt_len, eos_ids=eos_ids)
-        tokens = scores.argmax(axis=1)
-        logprob_sum += log_softmax(scores)[np.arange(len(tokens)), tokens]
+        if state.top_k and not needs_full_rows(options, history.shape[1] - prompt_len):
+            values, ids = state.step_top(step_ids)      # the static step's top-1 of log-softmax
+            tokens = ids[:, 0]
+            logprob_sum += values[:, 0]
+        else:
+            scores = apply_processors(state.step(step_ids), history, options, prompt_len=prompt_len, eos_ids=eos_ids)
+            tokens = scores.argmax(axis=1)
+            logprob_sum += log_softmax(scores)[np.arange(len(tokens)), tokens]
         history = np.concatenate([history, tokens[:, None]], axis=1)
         if trace is not None:
             now = state.extras[trace][:, None]

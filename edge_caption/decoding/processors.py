@@ -38,6 +38,13 @@ def apply_processors(
     return scores
 
 
+def needs_full_rows(options: DecodeOptions, generated: int) -> bool:
+    """Whether a history-dependent processor changes this step's scores (`generated` tokens so far):
+    then a top-k taken before the processors is not enough, and the step's whole rows are needed."""
+    return (options.repetition_penalty != 1.0 or options.no_repeat_ngram_size > 0
+            or generated < options.min_new_tokens)
+
+
 def repetition_penalty(scores: np.ndarray, history: np.ndarray, penalty: float) -> None:
     vocab = scores.shape[1]
     rows = np.arange(scores.shape[0])[:, None]

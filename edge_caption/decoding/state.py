@@ -22,6 +22,8 @@ class StepBackend(Protocol):
 class DecoderState:
     """Memory, recurrent state and bookkeeping of the images still being decoded."""
 
+    top_k = 0       # the step hands over whole rows of logits (static.py's state also has a top-k)
+
     def __init__(self, backend: StepBackend, manifest: Manifest, memory: dict[str, np.ndarray], rows_per_image: int):
         self.backend = backend
         self.manifest = manifest

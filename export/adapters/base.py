@@ -108,8 +108,42 @@ def cross_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     return out.reshape(b, h, -1, new, d).transpose(1, 2).reshape(shape)
 
 
+class GrowingCache:
+    """The dynamic step's self-attention cache: past [N,h,T,d] and the L new rows concatenated, so the
+    present grows by L each step (what ONNX Runtime runs best on a CPU)."""
+
+    def attend(self, q, k_new, v_new, past, scale: float):
+        """Causal attention of the new queries; returns (attended [N,h,L,d], present (k, v))."""
+        if past is not None:
+            k_new, v_new = torch.cat([past[0], k_new], dim=2), torch.cat([past[1], v_new], dim=2)
+        return self_attend(q, k_new, v_new, scale), (k_new, v_new)
+
+
+class SlotCache:
+    """The static step's cache (export/static_step.py): max-length [N,h,C,d] buffers, the one new
+    token's K/V written at `position`, keys after it masked. Shapes never change, so TensorRT runs the
+    step from a CUDA graph; positions past the current one hold zeros or stale rows, never attended."""
+
+    def __init__(self, position: torch.Tensor, length):
+        slots = torch.arange(length, device=position.device)
+        self.write = (slots == position).reshape(1, 1, -1, 1)        # [1,1,C,1]
+        self.visible = (slots <= position).reshape(1, 1, 1, -1)      # [1,1,1,C]
+
+    def attend(self, q, k_new, v_new, past, scale: float):
+        k = torch.where(self.write, k_new, past[0])
+        v = torch.where(self.write, v_new, past[1])
+        scores = (torch.matmul(q, k.transpose(-1, -2)) * scale).masked_fill(~self.visible, float("-inf"))
+        return torch.matmul(torch.softmax(scores, dim=-1), v), (k, v)
+
+
+GROWING = GrowingCache()
+
+
 class StepBase(torch.nn.Module):
-    """forward(input_ids, *memory, *past) -> (logits of the last new position, *present)."""
+    """forward(input_ids, *memory, *past) -> (logits of the last new position, *present).
+
+    `run` is the same step with the positions and the cache given: the static step calls it with a
+    SlotCache, so a family's decode is written once for both graphs."""
 
     num_layers: int
 
@@ -118,11 +152,14 @@ class StepBase(torch.nn.Module):
         memory = [(tensors[2 * i], tensors[2 * i + 1]) for i in range(n)]
         past = [(tensors[2 * n + 2 * i], tensors[2 * n + 2 * i + 1]) for i in range(n)]
         positions = torch.arange(input_ids.shape[1], device=input_ids.device) + past[0][0].shape[2]
-        hidden, present = self.decode(input_ids, positions, memory, past)
+        return self.run(input_ids, positions, memory, past, GROWING)
+
+    def run(self, input_ids, positions, memory, past, cache):
+        hidden, present = self.decode(input_ids, positions, memory, past, cache)
         logits = self.lm_logits(hidden[:, -1])
         return (logits, *[t for pair in present for t in pair])
 
-    def decode(self, input_ids, positions, memory, past):  # pragma: no cover - abstract
+    def decode(self, input_ids, positions, memory, past, cache):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

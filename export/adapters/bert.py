@@ -11,7 +11,7 @@ import torch
 
 from edge_caption.errors import ExportError
 
-from .base import StepBase, cross_attend, merge_heads, self_attend, split_heads
+from .base import StepBase, cross_attend, merge_heads, split_heads
 
 
 def check(decoder) -> None:
@@ -60,16 +60,15 @@ class BertStep(StepBase):
         hidden = hidden + emb.position_embeddings(positions).unsqueeze(0)
         return emb.LayerNorm(hidden)
 
-    def decode(self, input_ids, positions, memory, past):
+    def decode(self, input_ids, positions, memory, past, cache):
         hidden = self.embed(input_ids, positions)
         present = []
-        for layer, (ck, cv), (pk, pv) in zip(self.bert.encoder.layer, memory, past):
+        for layer, (ck, cv), kv in zip(self.bert.encoder.layer, memory, past):
             att = layer.attention.self
-            q = split_heads(att.query(hidden), self.head_dim)
-            k = torch.cat([pk, split_heads(att.key(hidden), self.head_dim)], dim=2)
-            v = torch.cat([pv, split_heads(att.value(hidden), self.head_dim)], dim=2)
-            present.append((k, v))
-            hidden = layer.attention.output(merge_heads(self_attend(q, k, v, self.scale)), hidden)
+            q, k, v = (split_heads(p(hidden), self.head_dim) for p in (att.query, att.key, att.value))
+            a, kv = cache.attend(q, k, v, kv, self.scale)
+            present.append(kv)
+            hidden = layer.attention.output(merge_heads(a), hidden)
 
             cross = layer.crossattention
             q = split_heads(cross.self.query(hidden), self.head_dim)

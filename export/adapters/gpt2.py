@@ -10,7 +10,7 @@ import torch
 
 from edge_caption.errors import ExportError
 
-from .base import StepBase, cross_attend, merge_heads, self_attend, split_heads
+from .base import StepBase, cross_attend, merge_heads, split_heads
 
 
 def check(decoder) -> None:
@@ -46,17 +46,15 @@ class GPT2Step(StepBase):
         self.num_layers, _, self.head_dim = geometry(decoder)
         self.embed = decoder.config.n_embd
 
-    def decode(self, input_ids, positions, memory, past):
+    def decode(self, input_ids, positions, memory, past, cache):
         t = self.transformer
         hidden = t.wte(input_ids) + t.wpe(positions).unsqueeze(0)
         present = []
-        for block, (ck, cv), (pk, pv) in zip(t.h, memory, past):
+        for block, (ck, cv), kv in zip(t.h, memory, past):
             x = block.ln_1(hidden)
-            q, k, v = block.attn.c_attn(x).split(self.embed, dim=2)
-            k = torch.cat([pk, split_heads(k, self.head_dim)], dim=2)
-            v = torch.cat([pv, split_heads(v, self.head_dim)], dim=2)
-            present.append((k, v))
-            a = self_attend(split_heads(q, self.head_dim), k, v, block.attn.scaling)
+            q, k, v = (split_heads(p, self.head_dim) for p in block.attn.c_attn(x).split(self.embed, dim=2))
+            a, kv = cache.attend(q, k, v, kv, block.attn.scaling)
+            present.append(kv)
             hidden = hidden + block.attn.c_proj(merge_heads(a))
 
             x = block.ln_cross_attn(hidden)

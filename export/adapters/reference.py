@@ -27,6 +27,13 @@ class _Step(torch.nn.Module):
     def forward(self, input_ids, *tensors):
         return self.model.step(input_ids, *tensors)
 
+    def run(self, input_ids, positions, memory, past, cache):
+        """StepBase.run's contract, for families with a KV cache (the static step needs it)."""
+        run_step = getattr(self.model, "run_step", None)
+        if run_step is None:
+            raise NotImplementedError(f"the {self.model.family} family has no static-cache step")
+        return run_step(input_ids, positions, memory, past, cache)
+
 
 def split(model) -> SplitModel:
     from ..families import BOS, EOS, PAD

@@ -14,7 +14,7 @@ from torch import nn
 
 from edge_caption.manifest import StateSpec
 
-from ..adapters.base import cross_attend, merge_heads, self_attend, split_heads
+from ..adapters.base import GROWING, cross_attend, merge_heads, split_heads
 from .base import ReferenceCaptioner
 from .cnn import Backbone
 
@@ -39,13 +39,11 @@ class _Block(nn.Module):
         k, v = self.cross_kv(memory).chunk(2, dim=-1)
         return split_heads(k, self.head_dim), split_heads(v, self.head_dim)
 
-    def forward(self, x, past=None, cross=None, causal=True):
+    def forward(self, x, past=None, cross=None, causal=True, cache=GROWING):
         scale = 1.0 / math.sqrt(self.head_dim)
         q, k, v = (split_heads(t, self.head_dim) for t in self.qkv(self.norm1(x)).chunk(3, dim=-1))
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         if causal:
-            attended = self_attend(q, k, v, scale)
+            attended, (k, v) = cache.attend(q, k, v, past, scale)
         else:
             attended = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1), v)
         x = x + self.dropout(self.proj(merge_heads(attended)))
@@ -96,13 +94,14 @@ class CnnTransformer(ReferenceCaptioner):
         memory = self.grid_norm(memory)
         return tuple(t for block in self.blocks for t in block.cross_memory(memory))
 
-    def _decode(self, input_ids, cross, past):
-        start = past[0][0].shape[2] if past else 0
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + start
+    def _decode(self, input_ids, cross, past, positions=None, cache=GROWING):
+        if positions is None:
+            start = past[0][0].shape[2] if past else 0
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device) + start
         x = self.dropout(self.embed(input_ids) + self.positions(positions))
         present = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, past[i] if past else None, cross[i])
+            x, kv = block(x, past[i] if past else None, cross[i], cache=cache)
             present.append(kv)
         return self.out(self.norm(x)), present
 
@@ -110,7 +109,11 @@ class CnnTransformer(ReferenceCaptioner):
         n = len(self.blocks)
         cross = [(tensors[2 * i], tensors[2 * i + 1]) for i in range(n)]
         past = [(tensors[2 * n + 2 * i], tensors[2 * n + 2 * i + 1]) for i in range(n)]
-        logits, present = self._decode(input_ids, cross, past)
+        return self.run_step(input_ids, None, cross, past, GROWING)
+
+    def run_step(self, input_ids, positions, cross, past, cache):
+        """The step with positions and cache given (StepBase.run's contract, for the static step)."""
+        logits, present = self._decode(input_ids, cross, past, positions, cache)
         return (logits[:, -1], *[t for pair in present for t in pair])
 
     def forward_train(self, pixels, input_ids):

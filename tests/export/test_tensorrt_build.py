@@ -44,10 +44,10 @@ def test_build_records_engines_profiles_and_cache(monkeypatch, tmp_path):
     step = record(out / engines["decoder_step"].file)
     assert step["strongly_typed"]
     # one profile per batch size; rows = images x beams; the memory tensors are one row per image
-    assert [p["input_ids"] for p in step["profiles"]] == [[[1, 1], [3, 1], [3, 1]], [[2, 1], [12, 1], [12, 1]]]
+    assert [p["input_ids"] for p in step["profiles"]] == [[[1, 1], [3, 1], [3, 1]], [[1, 1], [12, 1], [12, 1]]]
     assert [p["features"][2] for p in step["profiles"]] == [[1, 36, 128], [4, 36, 128]]
     assert [p["pixel_values"] for p in record(out / engines["encoder"].file)["profiles"]] == \
-        [[[1, 3, 96, 96]] * 3, [[2, 3, 96, 96], [4, 3, 96, 96], [4, 3, 96, 96]]]
+        [[[1, 3, 96, 96]] * 3, [[1, 3, 96, 96], [4, 3, 96, 96], [4, 3, 96, 96]]]
     assert seen[0] == 0 and seen[1] > 0        # the step engine's build starts from the encoder's cache
     assert len(json.loads(cache.read_bytes())) == 2
     # a rebuild in place replaces the engines of the same GPU / TensorRT / precision, reusing the cache
@@ -73,6 +73,29 @@ def test_int8_engines_come_from_calibrated_qdq_graphs(monkeypatch, tmp_path):
         onnx_bytes = (out / spec.file).read_bytes().split(b"\n", 2)[2]
         ops = {node.op_type for node in onnx.load_from_string(onnx_bytes).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_static_step_engine_profiles_and_int8(exported, monkeypatch, tmp_path):
+    """A bundle with the TensorRT-shaped step gets that step's engine: the cache length fixed to the
+    longest caption, rows in and out from one image up; int8 calibrates it like the other graphs."""
+    _, bundle = exported("vit_gpt2", 0, ("onnx", "tensorrt"))
+    install(monkeypatch)
+    config = BuildConfig(batch_sizes=(1, 2), num_beams=3, max_new_tokens=6, timing_cache=tmp_path / "c")
+    out = build_engines(bundle, config, out=tmp_path / "s.ecap", progress=False)
+    engines = {e.graph: e for e in Bundle.open(out).manifest.engines}
+    assert set(engines) == {"encoder", "static_step"}
+    profiles = record(out / engines["static_step"].file)["profiles"]
+    # C = prompt (1) + 6 new tokens - 1: the last token is never fed back
+    assert [p["past_key_0"] for p in profiles] == [[[1, 2, 6, 16], [3, 2, 6, 16], [3, 2, 6, 16]],
+                                                   [[1, 2, 6, 16], [6, 2, 6, 16], [6, 2, 6, 16]]]
+    assert [p["beam_index"] for p in profiles] == [[[1], [3], [3]], [[1], [6], [6]]]
+    assert all(p["position"] == [[1]] * 3 for p in profiles)
+    images = write_split(tmp_path / "calib", "val", count=8)
+    q = build_engines(bundle, BuildConfig(precision="int8", batch_sizes=(2,), calibration=images,
+                                          timing_cache=tmp_path / "c"), out=tmp_path / "q.ecap", progress=False)
+    for spec in Bundle.open(q).manifest.engines:
+        ops = {node.op_type for node in onnx.load_from_string((q / spec.file).read_bytes().split(b"\n", 2)[2]).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops, spec.graph
 
 
 def test_fp16_graphs_keep_fp32_io(monkeypatch, tmp_path):

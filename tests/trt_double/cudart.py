@@ -214,7 +214,8 @@ def cudaMalloc(size: int):
         return (cudaError_t.cudaErrorNoDevice, 0)
     ptr = _STATE.next_ptr
     _STATE.next_ptr += (max(int(size), 1) + 511) // 256 * 256     # 256-aligned, a gap between allocations
-    _STATE.allocations[ptr] = np.zeros(int(size), np.uint8)
+    # cudaMalloc does not clear memory: 0xFF bytes read as NaN floats, so a reader of unwritten memory shows
+    _STATE.allocations[ptr] = np.full(int(size), 0xFF, np.uint8)
     bisect.insort(_STATE.starts, ptr)
     _STATE.counts["malloc"] += 1
     return (_OK, ptr)
@@ -263,6 +264,21 @@ def cudaMemcpyAsync(dst, src, count: int, kind: cudaMemcpyKind, stream):
         target[:] = source
         _STATE.counts[label] = _STATE.counts.get(label, 0) + 1
         _STATE.counts[f"{label}_bytes"] = _STATE.counts.get(f"{label}_bytes", 0) + n
+
+    enqueue(int(stream), run)
+    return (_OK,)
+
+
+def cudaMemsetAsync(devPtr, value: int, count: int, stream):
+    d, n = _ptr(devPtr), int(count)
+    if _STATE.streams.get(int(stream)) is None:
+        return (cudaError_t.cudaErrorInvalidResourceHandle,)
+    if n and _STATE.find(d, n) is None:
+        return (cudaError_t.cudaErrorInvalidValue,)
+
+    def run() -> None:
+        _STATE.view(d, n)[:] = int(value) & 0xFF
+        _STATE.counts["memset"] = _STATE.counts.get("memset", 0) + 1
 
     enqueue(int(stream), run)
     return (_OK,)

@@ -1,0 +1,109 @@
+"""Decoding through the TensorRT-shaped step (the manifest's `static_step`; export/static_step.py).
+
+The step graph owns the cache's shape and the beam reorder: the state here only remembers which row
+of the previous step each row continues (`beam_index`, fed to the next step) and where the next
+token goes (`position`). A backend that runs the graph hands out a `StaticSession` holding the
+caches where it keeps them (numpy arrays for ONNX Runtime, two device buffer sets for TensorRT).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import OptionError
+from ..manifest import Manifest, StateSpec
+
+
+class StaticSession(Protocol):
+    top_k: int
+    length: int                                     # cache positions: tokens fed before the last step
+
+    def run(self, input_ids: np.ndarray, position: int, beam_index: np.ndarray, beam_scores: np.ndarray) -> None:
+        """One step: int64 [N,1] ids, int64 [N] rows of the previous step, float32 [N] added before the top-k."""
+
+    def top(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last step's per-row top-k: (float32 scores [N, top_k], int64 ids), best first."""
+
+    def logits(self) -> np.ndarray:
+        """The last step's float32 logits [N, V] (for history-dependent processors)."""
+
+    def keep(self, images: np.ndarray) -> None:
+        """From the next step on, only these images' memory (positions in the active list)."""
+
+
+def cache_shape(spec: StateSpec, rows: int, length: int) -> tuple[int, ...]:
+    """A state tensor as the static step holds it: `rows` rows, `length` positions on the grow axis."""
+    shape = []
+    for axis, dim in enumerate(spec.shape):
+        if isinstance(dim, int):
+            shape.append(dim)
+        elif axis == spec.grow_axis:
+            shape.append(length)
+        elif dim == "N":
+            shape.append(rows)
+        else:
+            raise ValueError(f"state {spec.input!r}: cannot size dimension {dim!r} of a static cache")
+    return tuple(shape)
+
+
+def cache_length(manifest: Manifest, max_new_tokens: int) -> int:
+    """Positions a caption needs: the prompt and every generated token but the last are fed back."""
+    return max(2, len(manifest.tokenizer.prompt_ids) + max_new_tokens - 1)
+
+
+def check_length(needed: int, available: int, fix: str) -> None:
+    if needed > available:
+        raise OptionError(f"this caption needs {needed} cache positions but the step was built for {available}; "
+                          f"lower max_new_tokens, or {fix}")
+
+
+class StaticDecoderState:
+    """DecoderState's interface (step, reorder, keep, images) over a StaticSession, plus `step_top`."""
+
+    def __init__(self, session: StaticSession, manifest: Manifest, images: int, rows_per_image: int):
+        self.session, self.manifest, self.k = session, manifest, rows_per_image
+        self.top_k = session.top_k
+        self.images = np.arange(images)
+        self.extras: dict[str, np.ndarray] = {}
+        self.position = 0
+        self.beam_index = np.arange(images * rows_per_image, dtype=np.int64)
+
+    @property
+    def active(self) -> int:
+        return len(self.images)
+
+    def _run(self, input_ids: np.ndarray, beam_scores: np.ndarray | None) -> None:
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        rows = len(self.beam_index)
+        zeros = np.zeros(rows, np.float32)
+        for column in range(input_ids.shape[1]):        # a prompt goes in one token per step
+            last = column == input_ids.shape[1] - 1
+            scores = zeros if beam_scores is None or not last else np.asarray(beam_scores, np.float32).reshape(-1)
+            self.session.run(np.ascontiguousarray(input_ids[:, column:column + 1]), self.position, self.beam_index,
+                             scores)
+            self.position += 1
+            self.beam_index = np.arange(rows, dtype=np.int64)
+
+    def step(self, input_ids: np.ndarray) -> np.ndarray:
+        """Logits [rows, V] float32, as DecoderState.step: for steps a processor must see whole."""
+        self._run(input_ids, None)
+        return np.asarray(self.session.logits(), dtype=np.float32)
+
+    def step_top(self, input_ids: np.ndarray, beam_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The step's per-row top-k of log-softmax + `beam_scores` (None: zeros), computed where the step runs."""
+        self._run(input_ids, beam_scores)
+        values, ids = self.session.top()
+        return np.asarray(values, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """The next step continues row rows[i] in row i: the graph's Gather does it, nothing moves here."""
+        self.beam_index = self.beam_index[np.asarray(rows, dtype=np.int64)]
+
+    def keep(self, images: np.ndarray) -> None:
+        if len(images) == self.active:
+            return
+        rows = (images[:, None] * self.k + np.arange(self.k)[None, :]).reshape(-1)
+        self.beam_index = self.beam_index[rows]
+        self.session.keep(images)
+        self.images = self.images[images]
