@@ -96,6 +96,9 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"{'one token' if m.tokens_per_step == 1 else 'any number of tokens'} per step)")
     if m.static_step is not None:
         print(f"           TensorRT-shaped step: {m.static_step.file} (static cache, top-{m.static_step.top_k} in the graph)")
+    if m.torch_programs is not None:
+        print(f"           torch programs: {m.torch_programs.encoder}, {m.torch_programs.static_step} "
+              f"(backend torch-cuda; torch >= {m.torch_programs.torch_version})")
     if m.step_extras:
         grid = f" over a {m.attention_grid[0]}x{m.attention_grid[1]} grid" if m.attention_grid else ""
         print(f"extras     {', '.join(m.step_extras)}{grid} (caption(..., return_attention=True))")
@@ -112,7 +115,9 @@ def _check_backends(bundle: Any) -> int:
     from .captioner import EdgeCaptioner
 
     failed = 0
-    for backend in ("onnxruntime", "tensorrt") if bundle.manifest.engines else ("onnxruntime",):
+    backends = ["onnxruntime"] + ["tensorrt"] * bool(bundle.manifest.engines) \
+        + ["torch-cuda"] * (bundle.manifest.torch_programs is not None)
+    for backend in backends:
         try:
             with EdgeCaptioner(bundle.path, backend=backend) as captioner:
                 caption = captioner.caption(str(SAMPLE))
@@ -135,6 +140,10 @@ def _can_run(bundle: Any) -> dict[str, str]:
 
     reason = why_not(bundle)
     verdicts["tensorrt"] = f"no: {reason}" if reason else "yes (an engine matches this GPU and TensorRT)"
+    from .backends import why_not_torch_cuda
+
+    reason = why_not_torch_cuda(bundle)
+    verdicts["torch-cuda"] = f"no: {reason}" if reason else "yes (torch programs, a CUDA GPU)"
     return verdicts
 
 
@@ -284,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the bundle directory to write (NAME.ecap)")
     p.add_argument("--precision", default="fp32", help="fp32 | int8 (int8 weights for ONNX Runtime; fp16/fp8 come with `build`)")
     p.add_argument("--targets", default="onnx", help="comma-separated: onnx (always), tensorrt (adds the "
-                   "TensorRT-shaped decoder step that `build` makes engines from)")
+                   "TensorRT-shaped decoder step that `build` makes engines from), torch (adds it and "
+                   "torch.export programs for backend torch-cuda)")
     p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP)")
     p.add_argument("--name", help="the model name recorded in the bundle")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")

@@ -83,6 +83,16 @@ class StaticStepSpec:
     top_k: int
 
 
+@dataclass(frozen=True)
+class TorchPrograms:
+    """`torch.export` programs of the encoder and of the TensorRT-shaped step (the same I/O as
+    `encoder` and `static_step`), for backend="torch-cuda"; saved in fp32, cast where they run."""
+
+    encoder: str
+    static_step: str
+    torch_version: str                          # torch.export's format follows torch: load with this or newer
+
+
 STATIC_INPUTS = ("input_ids", "position", "beam_index", "beam_scores")
 STATIC_OUTPUTS = ("topk_scores", "topk_ids", "logits")
 
@@ -117,6 +127,7 @@ class Manifest:
     attention_grid: tuple[int, int] | None = None   # (h, w) the "attention" extra's S positions form
     tokens_per_step: int | None = None          # 1: the step takes one token (RNNs); None: any number
     static_step: StaticStepSpec | None = None   # the TensorRT-shaped step, when exported (targets "tensorrt")
+    torch_programs: TorchPrograms | None = None  # for backend="torch-cuda" (targets "torch")
     engines: tuple[EngineSpec, ...] = ()
     files: dict[str, str] = field(default_factory=dict)   # relative path -> sha256
     created_by: dict[str, str] = field(default_factory=dict)
@@ -131,13 +142,15 @@ class Manifest:
 
     def __post_init__(self) -> None:
         # the oldest format that holds this bundle, so that an older runtime still reads a plain one
-        object.__setattr__(self, "format_version", 2 if self.static_step is not None else 1)
+        newer = self.static_step is not None or self.torch_programs is not None
+        object.__setattr__(self, "format_version", 2 if newer else 1)
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = _plain(dataclasses.asdict(self))
-        if self.static_step is None:
-            del data["static_step"]
+        for key in ("static_step", "torch_programs"):      # format 2's fields, absent from a format 1 file
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
@@ -197,6 +210,8 @@ class Manifest:
                                 f"{list(self.static_step.outputs)}; expected {list(want_in)} and {list(want_out)}")
             if self.static_step.top_k < 1:
                 problems.append(f"static_step.top_k must be >= 1, got {self.static_step.top_k}")
+        if self.torch_programs is not None and self.static_step is None:
+            problems.append("torch_programs needs static_step (the programs share its inputs and outputs)")
         if "pixel_values" not in self.encoder.inputs:
             problems.append("encoder has no 'pixel_values' input")
         if not self.tokenizer.eos_token_ids:

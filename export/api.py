@@ -15,7 +15,6 @@ TARGETS = ("onnx", "torch", "tensorrt")
 # What later releases add; said plainly instead of half-done here.
 _LATER = {
     "precision": "fp32 and int8 bundles are exported in this release; fp16/bf16/fp8 arrive with `edge-caption build`",
-    "target": "the 'torch' target (torch.export programs for backend='torch-cuda') is not in this release",
 }
 
 
@@ -39,7 +38,8 @@ def export(
     Runtime against the PyTorch model (the bundle is refused if they disagree), and packed with
     `tokenizer.json`, the preprocessing read from `processor`, and the model's decoding defaults.
     `targets` with "tensorrt" adds the TensorRT-shaped decoder step (static_step.py), checked the
-    same way; `edge-caption build` then makes engines from it on the target machine.
+    same way; `edge-caption build` then makes engines from it on the target machine. "torch" adds
+    it too, and `torch.export` programs of the encoder and that step for backend="torch-cuda".
     `precision="int8"` then stores the weights of every matrix product as int8 (see quantize.py);
     `model` may also be an fp32 bundle directory, which is quantized without torch.
     Returns the bundle directory.
@@ -52,8 +52,6 @@ def export(
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise ExportError(f"unknown target(s) {unknown}; choose from: {', '.join(TARGETS)}")
-    if "torch" in targets:
-        raise ExportError(f"targets {list(targets)} are not available: {_LATER['target']}")
 
     if isinstance(model, (str, Path)) and (Path(model) / "manifest.json").is_file():
         from .quantize import quantize_bundle
@@ -96,16 +94,20 @@ def export(
         graphs = export_onnx(split, scratch, progress=say)
         say("checking the ONNX graphs against PyTorch on ONNX Runtime")
         validate(split, scratch)
-        static = None
-        if "tensorrt" in targets:
+        static = programs = None
+        if "tensorrt" in targets or "torch" in targets:     # the torch programs share the static step's I/O
             from .static_step import export_static_step, validate_static_step
 
             static = export_static_step(split, scratch, progress=say)
             say("checking the TensorRT-shaped step against the decoder step on ONNX Runtime")
             validate_static_step(split, scratch)
+        if "torch" in targets:
+            from .torch_programs import export_programs
+
+            programs = export_programs(split, scratch, progress=say)
         say("writing tokenizer.json and manifest.json")
         manifest = manifest_for(split, spec, _write_tokenizer(tokenizer, scratch, split), name=name,
-                                version=version, precision=precision, static_step=static)
+                                version=version, precision=precision, static_step=static, torch_programs=programs)
         for key, graph in (("encoder", manifest.encoder), ("decoder_step", manifest.decoder_step)):
             got = _graph(graphs[key])
             if (got.inputs, got.outputs) != (graph.inputs, graph.outputs):
@@ -117,7 +119,8 @@ def export(
 
 
 def manifest_for(split: Any, preprocess: Preprocess, tokenizer: TokenizerSpec, *, name: str | None = None,
-                 version: str = "1", precision: str = "fp32", static_step: Any = None) -> Manifest:
+                 version: str = "1", precision: str = "fp32", static_step: Any = None,
+                 torch_programs: Any = None) -> Manifest:
     """The manifest a split model's bundle gets (without files and checksums, which the writer adds)."""
     from .onnx import ENCODER_FILE, STEP_FILE
 
@@ -139,6 +142,7 @@ def manifest_for(split: Any, preprocess: Preprocess, tokenizer: TokenizerSpec, *
         attention_grid=split.attention_grid,
         tokens_per_step=split.tokens_per_step,
         static_step=static_step,
+        torch_programs=torch_programs,
         created_by=_versions(),
     )
 

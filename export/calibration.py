@@ -189,8 +189,10 @@ def qdq_bundle(source: str | Path, output: str | Path, calibration: str | Path, 
         raise ExportError(f"{bundle.path} is {bundle.manifest.precision}; calibrate the fp32 bundle it came from")
     say = reporter(progress, "calibrate")
     with staging(Path(output), overwrite) as scratch:
+        programs = bundle.manifest.torch_programs
+        fp32_only = {programs.encoder, programs.static_step} if programs else set()     # torch-cuda casts them itself
         for name in bundle.manifest.files:
-            if name != MANIFEST_FILE and not name.startswith("engines/"):
+            if name != MANIFEST_FILE and not name.startswith("engines/") and name not in fp32_only:
                 (scratch / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(bundle.file(name), scratch / name)
         made = qdq_graphs(bundle, calibration, scratch / ".qdq", limit=limit, progress=say if progress else False)
@@ -198,6 +200,6 @@ def qdq_bundle(source: str | Path, output: str | Path, calibration: str | Path, 
         for key, path in made.items():
             path.replace(scratch / graphs[key].file)
         shutil.rmtree(scratch / ".qdq")
-        write_manifest(scratch, replace(bundle.manifest, precision=QDQ, engines=()))
+        write_manifest(scratch, replace(bundle.manifest, precision=QDQ, engines=(), torch_programs=None))
     say(f"bundle written to {output}")
     return Path(output)

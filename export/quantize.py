@@ -43,9 +43,11 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
     # TensorRT engines were built from the fp32 graphs, and TensorRT's int8 comes from calibrated Q/DQ
     # graphs (calibration.py), not these: neither the engines nor the TensorRT-shaped step carry over
     static = [manifest.static_step.file] if manifest.static_step else []
+    if manifest.torch_programs:
+        static += [manifest.torch_programs.encoder, manifest.torch_programs.static_step]
     if static:
-        say("leaving out the TensorRT-shaped step: int8 for TensorRT is `edge-caption build --precision int8 "
-            "--calibration DIR` on the fp32 bundle")
+        say("leaving out the TensorRT-shaped step and the torch programs: int8 for TensorRT is `edge-caption "
+            "build --precision int8 --calibration DIR` on the fp32 bundle; torch-cuda runs fp16/bf16")
     left_out = {MANIFEST_FILE, *(g.file for g, _ in graphs), *(e.file for e in manifest.engines), *static}
     with staging(Path(output), overwrite) as scratch:
         for name in manifest.files:
@@ -55,7 +57,8 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
         for graph, per_channel in graphs:
             say(f"quantizing {graph.file} to int8")
             quantize_graph(bundle.file(graph.file), scratch / graph.file, per_channel=per_channel)
-        write_manifest(scratch, replace(manifest, precision=precision, engines=(), static_step=None))
+        write_manifest(scratch, replace(manifest, precision=precision, engines=(), static_step=None,
+                                                torch_programs=None))
     say(f"bundle written to {output}")
     return Path(output)
 

@@ -67,25 +67,23 @@ class StaticStep(torch.nn.Module):
         pairs = [(past[i], past[i + 1]) for i in range(0, len(past), 2)]
         cache = SlotCache(position, past[0].shape[2])
         logits, *present = self.step.run(input_ids, position, memory, pairs, cache)
+        logits = logits.float()     # as generate() does: scores in fp32 whatever the weights are
         scores = torch.log_softmax(logits, dim=-1) + beam_scores.unsqueeze(1)
         values, ids = torch.topk(scores, self.top_k, dim=-1, largest=True, sorted=True)
         return (values, ids, logits, *present)
 
 
-def export_static_step(split, out_dir: Path, *, opset: int | None = None,
-                       progress: Callable[[str], None] | None = None) -> StaticStepSpec:
-    """Write decoder_step_static.onnx into `out_dir`, check it, and describe it for the manifest."""
-    from .onnx import _dynamic, check_graph, write_graph
+def static_example(split) -> tuple[StaticStep, tuple, tuple]:
+    """The static step module, example arguments and their dynamic shapes, for any exporter."""
+    from .onnx import _dynamic
 
     why = supported(split)
     if why is not None:
         raise ExportError(f"no TensorRT-shaped step for this model: {why}; export with targets=('onnx',)")
-    say = progress or (lambda msg: None)
     dim = torch.export.Dim
     dims = {"B": dim("B", min=1), "N": dim("N", min=1), "S": dim("S", min=1)}
     rows_in, length = dim("P", min=1), dim("C", min=2)
-    top_k = top_k_for(split)
-    module = StaticStep(split.step, len(split.step_memory), top_k).eval()
+    module = StaticStep(split.step, len(split.step_memory), top_k_for(split)).eval()
 
     pixels = torch.randn(_B, 3, *split.image_size)
     with torch.no_grad():
@@ -98,12 +96,22 @@ def export_static_step(split, out_dir: Path, *, opset: int | None = None,
     past_dims = [{0: rows_in, s.grow_axis: length} for s in split.state]
     shapes = ({0: dims["N"]}, None, {0: dims["N"]}, {0: dims["N"]},
               (*[_dynamic(memory_shapes[name], dims) for name in split.step_memory], *past_dims))
+    return module, args, shapes
+
+
+def export_static_step(split, out_dir: Path, *, opset: int | None = None,
+                       progress: Callable[[str], None] | None = None) -> StaticStepSpec:
+    """Write decoder_step_static.onnx into `out_dir`, check it, and describe it for the manifest."""
+    from .onnx import check_graph, write_graph
+
+    say = progress or (lambda msg: None)
+    module, args, shapes = static_example(split)
     inputs = [*STATIC_INPUTS, *split.step_memory, *split.past_names]
     outputs = [*STATIC_OUTPUTS, *split.present_names]
-    say(f"exporting the TensorRT-shaped decoder step ({STATIC_FILE}, top-{top_k} in the graph)")
+    say(f"exporting the TensorRT-shaped decoder step ({STATIC_FILE}, top-{module.top_k} in the graph)")
     write_graph(module, args, Path(out_dir) / STATIC_FILE, inputs, outputs, shapes, opset)
     info = check_graph(Path(out_dir), STATIC_FILE)
-    return StaticStepSpec(file=info.file, inputs=info.inputs, outputs=info.outputs, top_k=top_k)
+    return StaticStepSpec(file=info.file, inputs=info.inputs, outputs=info.outputs, top_k=module.top_k)
 
 
 def validate_static_step(split, out_dir: Path, *, atol: float = 1e-4, rtol: float = 1e-3, steps: int = 4,

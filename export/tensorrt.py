@@ -140,9 +140,28 @@ def to_fp16(source: Path, output: Path) -> Path:
     except ImportError as exc:
         raise ExportError(f"fp16 engines need onnx and onnxconverter-common ({exc.name} is missing): "
                           "pip install 'edge-caption[tensorrt]'") from exc
-    model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    model = onnx.load(str(source))
+    model = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=scoring_nodes(model),
+                                             op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, "LogSoftmax"])
     onnx.save(model, str(output))
     return output
+
+
+def scoring_nodes(model) -> list[str]:
+    """Every node downstream of the logits (the static step's log-softmax, + beam scores, top-k): kept
+    fp32 in an fp16 engine, as generate() scores candidates in fp32 whatever the weights are; beam
+    scores summed in fp16 would tie candidates 1/64 apart."""
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    frontier, found = ["logits"], {}
+    while frontier:
+        for node in readers.get(frontier.pop(), []):
+            if node.name not in found:
+                found[node.name] = node
+                frontier.extend(node.output)
+    return list(found)
 
 
 class ShapeRanges:

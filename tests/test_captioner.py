@@ -80,7 +80,7 @@ def test_bad_options(cap, bundle):
         cap.caption(np.zeros((8, 8, 3), np.uint8), beams=2)
     with pytest.raises(OptionError, match="unknown backend"):
         EdgeCaptioner(bundle, backend="cuda")
-    with pytest.raises(BackendUnavailableError, match="not part of this release"):
+    with pytest.raises(BackendUnavailableError, match="no torch programs; re-export it with --targets onnx,torch"):
         EdgeCaptioner(bundle, backend="torch-cuda")
     with pytest.raises(BackendUnavailableError, match="no TensorRT engines; build them"):
         EdgeCaptioner(bundle, backend="tensorrt")

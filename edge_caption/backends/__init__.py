@@ -7,11 +7,6 @@ from .base import Backend
 
 NAMES = ("auto", "tensorrt", "torch-cuda", "onnxruntime")
 
-# Backends that later issues add; until then asking for one by name says so plainly.
-_NOT_YET = {
-    "torch-cuda": "the torch-cuda backend is not part of this release yet; use backend=\"onnxruntime\"",
-}
-
 
 def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None = 0,
                    threads: int | None = None) -> tuple[Backend, str]:
@@ -22,8 +17,8 @@ def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None 
         raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise OptionError(f"threads must be an integer >= 1 (or None for every core), got {threads!r}")
-    if backend in _NOT_YET:
-        raise BackendUnavailableError(_NOT_YET[backend])
+    if backend == "torch-cuda":
+        return _torch_cuda(bundle, device), "asked for by name"
     if backend == "tensorrt":
         from .tensorrt import TensorRTBackend
 
@@ -36,14 +31,44 @@ def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None 
         if skipped["tensorrt"] is None:
             made = tensorrt.TensorRTBackend(bundle, device=device)
             return made, f"tensorrt ({made.describe}): an engine matches this GPU"
+        skipped["torch-cuda"] = why_not_torch_cuda(bundle)
+        if skipped["torch-cuda"] is None:
+            made = _torch_cuda(bundle, device)
+            return made, f"torch-cuda ({made.describe}): no TensorRT engine here; the bundle has torch programs"
     from .onnxruntime import OnnxRuntimeBackend
 
     made = OnnxRuntimeBackend(bundle, device=device, threads=threads)
     if backend == "onnxruntime":
         return made, "asked for by name"
-    skipped.update({name: why.split(';')[0] for name, why in _NOT_YET.items()})
     reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
     return made, f"onnxruntime ({', '.join(made.providers)}); skipped {reasons}"
+
+
+def why_not_torch_cuda(bundle: Bundle) -> str | None:
+    """Why "auto" cannot use torch-cuda here (None: it can), without importing torch for a no."""
+    import importlib.util
+
+    from .cuda import cuda_device_count
+
+    if bundle.manifest.torch_programs is None:
+        return "the bundle has no torch programs (export with --targets onnx,torch)"
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed (pip install 'edge-caption[gpu]')"
+    if cuda_device_count() == 0:
+        return "no CUDA GPU"
+    return None
+
+
+def _torch_cuda(bundle: Bundle, device: int | None) -> Backend:
+    if bundle.manifest.torch_programs is None:      # said before importing torch: it is the first fix
+        raise BackendUnavailableError(f"{bundle.path} has no torch programs; re-export it with --targets onnx,torch "
+                                      "(or use backend='tensorrt' / 'onnxruntime')")
+    try:
+        from .torch_cuda import TorchCudaBackend
+    except ImportError as exc:
+        raise BackendUnavailableError(f"backend='torch-cuda' needs torch ({exc.name} is missing): "
+                                      "pip install 'edge-caption[gpu]'") from exc
+    return TorchCudaBackend(bundle, device=device)
 
 
 __all__ = ["Backend", "create_backend", "NAMES"]

@@ -29,6 +29,21 @@ def load_cudart() -> Any:
     raise missing_extra("cuda-python", "tensorrt")
 
 
+def cuda_device_count() -> int:
+    """GPUs the NVIDIA driver offers, asked through libcuda itself (no torch, no cuda-python); 0
+    without a driver. What backend="auto" checks before it imports anything heavy."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
 class CudaError(BackendUnavailableError):
     """A CUDA runtime call failed."""
 

@@ -56,9 +56,11 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
     step_ids = beams.history
     kc = beams.keep_k
     while True:
-        if kc <= state.top_k and not needs_full_rows(options, beams.cur_len - len(prompt)):
+        full = needs_full_rows(options, beams.cur_len - len(prompt))
+        if kc <= state.top_k and (not full or state.processes(options)):
             # the step took the per-row top-k itself (static step): only k candidates per row came back
-            values, tokens = state.step_top(step_ids, beams.running_scores)
+            processors = (beams.history, options, len(prompt), eos_ids, False) if full else None
+            values, tokens = state.step_top(step_ids, beams.running_scores, processors)
             shape = (state.active, options.num_beams, kc)
             source_rows, stopped = beams.advance(np.ascontiguousarray(values[:, :kc]).reshape(shape),
                                                  np.ascontiguousarray(tokens[:, :kc]).reshape(shape))

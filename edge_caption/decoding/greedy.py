@@ -20,8 +20,10 @@ def greedy_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, 
     traced = None
     step_ids = history
     while True:
-        if state.top_k and not needs_full_rows(options, history.shape[1] - prompt_len):
-            values, ids = state.step_top(step_ids)      # the static step's top-1 of log-softmax
+        full = needs_full_rows(options, history.shape[1] - prompt_len)
+        if state.top_k and (not full or state.processes(options)):
+            # the static step's top-1 of log-softmax (after the processors, where the session runs them)
+            values, ids = state.step_top(step_ids, None, (history, options, prompt_len, eos_ids, True) if full else None)
             tokens = ids[:, 0]
             logprob_sum += values[:, 0]
         else:

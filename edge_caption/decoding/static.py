@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..manifest import Manifest, StateSpec
+from ..options import DecodeOptions
 
 
 class StaticSession(Protocol):
@@ -30,6 +31,16 @@ class StaticSession(Protocol):
 
     def keep(self, images: np.ndarray) -> None:
         """From the next step on, only these images' memory (positions in the active list)."""
+
+    # optional: a session that applies history-dependent processors where the logits are
+    def processes(self, options: DecodeOptions) -> bool:
+        """Whether processed_top can serve steps with these options' processors."""
+
+    def processed_top(self, history: np.ndarray, options: DecodeOptions, prompt_len: int, eos_ids: np.ndarray,
+                      greedy: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The last step's top-k after the processors, in generate()'s order: greedy processes the raw
+        logits (top-1: (log-softmax of the processed row at the argmax, the argmax)); beam search the
+        log-softmax, then adds the beam scores (top_k per row)."""
 
 
 def cache_shape(spec: StateSpec, rows: int, length: int) -> tuple[int, ...]:
@@ -90,10 +101,18 @@ class StaticDecoderState:
         self._run(input_ids, None)
         return np.asarray(self.session.logits(), dtype=np.float32)
 
-    def step_top(self, input_ids: np.ndarray, beam_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The step's per-row top-k of log-softmax + `beam_scores` (None: zeros), computed where the step runs."""
+    def processes(self, options: DecodeOptions) -> bool:
+        """Whether steps with history-dependent processors can stay on the top-k path (the session
+        applies them where the logits are)."""
+        check = getattr(self.session, "processes", None)
+        return bool(check is not None and check(options))
+
+    def step_top(self, input_ids: np.ndarray, beam_scores: np.ndarray | None = None,
+                 processors: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The step's per-row top-k of log-softmax + `beam_scores` (None: zeros), computed where the step
+        runs; `processors`: (history, options, prompt_len, eos_ids, greedy) for session.processed_top."""
         self._run(input_ids, beam_scores)
-        values, ids = self.session.top()
+        values, ids = self.session.top() if processors is None else self.session.processed_top(*processors)
         return np.asarray(values, dtype=np.float32), np.asarray(ids, dtype=np.int64)
 
     def reorder(self, rows: np.ndarray) -> None:

@@ -109,6 +109,23 @@ def test_fp16_graphs_keep_fp32_io(monkeypatch, tmp_path):
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in model.graph.input)
 
 
+def test_fp16_static_step_scores_candidates_in_fp32(exported, tmp_path):
+    """The weights go fp16; the log-softmax, the beam-score sum and the top-k stay fp32, as in generate()."""
+    pytest.importorskip("onnxconverter_common")
+    from edge_caption.export.tensorrt import scoring_nodes, to_fp16
+
+    _, bundle = exported("vit_gpt2", 0, ("onnx", "tensorrt"))
+    source = bundle / Bundle.open(bundle).manifest.static_step.file
+    names = set(scoring_nodes(onnx.load(str(source))))
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(to_fp16(source, tmp_path / "h.onnx"))))
+    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)}
+    scoring = [n for n in model.graph.node if n.name in names]
+    assert sorted(n.op_type for n in scoring) == ["Add", "LogSoftmax", "TopK"]
+    floats = [types[i] for n in scoring for i in n.input if types.get(i) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    assert floats and all(t == onnx.TensorProto.FLOAT for t in floats)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+
+
 def test_fp8_needs_ada_or_newer(monkeypatch, tmp_path):
     install(monkeypatch, devices=[(8, 7)])
     with pytest.raises(ExportError, match="8.9 or newer"):
