@@ -97,8 +97,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if m.static_step is not None:
         print(f"           TensorRT-shaped step: {m.static_step.file} (static cache, top-{m.static_step.top_k} in the graph)")
     if m.torch_programs is not None:
-        print(f"           torch programs: {m.torch_programs.encoder}, {m.torch_programs.static_step} "
-              f"(backend torch-cuda; torch >= {m.torch_programs.torch_version})")
+        print(f"           torch programs: {', '.join(m.torch_programs.encoder)} (backend torch-cuda; "
+              f"torch >= {m.torch_programs.torch_version})")
     if m.step_extras:
         grid = f" over a {m.attention_grid[0]}x{m.attention_grid[1]} grid" if m.attention_grid else ""
         print(f"extras     {', '.join(m.step_extras)}{grid} (caption(..., return_attention=True))")

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import BundleError
 
-FORMAT_VERSION = 2      # 2 added `static_step`; a bundle without one is still written as 1 (see `to_dict`)
+FORMAT_VERSION = 2      # 2 added `static_step` and `torch_programs`; without them a bundle is format 1 (__post_init__)
 MANIFEST_FILE = "manifest.json"
 
 # Symbolic dimensions used in shapes: B images, N = B x beams rows, T cached tokens, L new tokens.
@@ -86,10 +86,11 @@ class StaticStepSpec:
 @dataclass(frozen=True)
 class TorchPrograms:
     """`torch.export` programs of the encoder and of the TensorRT-shaped step (the same I/O as
-    `encoder` and `static_step`), for backend="torch-cuda"; saved in fp32, cast where they run."""
+    `encoder` and `static_step`), for backend="torch-cuda": one file per dtype they were traced in
+    ("float32", "float16"), since a traced program's casts and dtype checks fix its dtype."""
 
-    encoder: str
-    static_step: str
+    encoder: dict[str, str]                     # dtype name -> file
+    static_step: dict[str, str]
     torch_version: str                          # torch.export's format follows torch: load with this or newer
 
 

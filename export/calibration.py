@@ -190,7 +190,8 @@ def qdq_bundle(source: str | Path, output: str | Path, calibration: str | Path, 
     say = reporter(progress, "calibrate")
     with staging(Path(output), overwrite) as scratch:
         programs = bundle.manifest.torch_programs
-        fp32_only = {programs.encoder, programs.static_step} if programs else set()     # torch-cuda casts them itself
+        # the torch programs are fp32 / fp16 for torch-cuda: they have no place in an int8 bundle
+        fp32_only = {*programs.encoder.values(), *programs.static_step.values()} if programs else set()
         for name in bundle.manifest.files:
             if name != MANIFEST_FILE and not name.startswith("engines/") and name not in fp32_only:
                 (scratch / name).parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
     # graphs (calibration.py), not these: neither the engines nor the TensorRT-shaped step carry over
     static = [manifest.static_step.file] if manifest.static_step else []
     if manifest.torch_programs:
-        static += [manifest.torch_programs.encoder, manifest.torch_programs.static_step]
+        static += [*manifest.torch_programs.encoder.values(), *manifest.torch_programs.static_step.values()]
     if static:
         say("leaving out the TensorRT-shaped step and the torch programs: int8 for TensorRT is `edge-caption "
             "build --precision int8 --calibration DIR` on the fp32 bundle; torch-cuda runs fp16/bf16")

@@ -41,6 +41,8 @@ def supported(split) -> str | None:
     """Why `split` gets no static step (None: it does)."""
     if not split.state or any(s.grow_axis is None or s.init != "empty" for s in split.state):
         return f"the {split.family} family's state is not a KV cache (its step has static shapes already)"
+    if any(s.grow_axis != 2 for s in split.state):
+        return f"the {split.family} family's cache grows along axis {split.state[0].grow_axis}, not [N, heads, T, d]'s 2"
     if split.tokens_per_step not in (None, 1):
         return f"the {split.family} family's step takes {split.tokens_per_step} tokens"
     if not hasattr(split.step, "run"):

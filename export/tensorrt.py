@@ -182,7 +182,7 @@ class ShapeRanges:
         prompt = len(m.tokenizer.prompt_ids)
         max_new = config.max_new_tokens or int(m.decoding.get("max_new_tokens", 20))
         longest = prompt + max_new
-        cache = cache_length(m, max_new)
+        cache = cache_length(prompt, max_new)
         ranges = []
         for b in config.batch_sizes:
             # every profile starts at one image: as captions finish, the static step goes from P rows to

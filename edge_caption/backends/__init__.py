@@ -33,8 +33,11 @@ def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None 
             return made, f"tensorrt ({made.describe}): an engine matches this GPU"
         skipped["torch-cuda"] = why_not_torch_cuda(bundle)
         if skipped["torch-cuda"] is None:
-            made = _torch_cuda(bundle, device)
-            return made, f"torch-cuda ({made.describe}): no TensorRT engine here; the bundle has torch programs"
+            try:        # a CPU-only torch wheel beside a driver, an old torch: fall back, saying why
+                made = _torch_cuda(bundle, device)
+                return made, f"torch-cuda ({made.describe}): no TensorRT engine here; the bundle has torch programs"
+            except BackendUnavailableError as exc:
+                skipped["torch-cuda"] = str(exc).split(";")[0]
     from .onnxruntime import OnnxRuntimeBackend
 
     made = OnnxRuntimeBackend(bundle, device=device, threads=threads)
@@ -59,10 +62,14 @@ def why_not_torch_cuda(bundle: Bundle) -> str | None:
     return None
 
 
+def no_torch_programs(bundle: Bundle) -> BackendUnavailableError:
+    return BackendUnavailableError(f"{bundle.path} has no torch programs; re-export it with --targets onnx,torch "
+                                   "(or use backend='tensorrt' / 'onnxruntime')")
+
+
 def _torch_cuda(bundle: Bundle, device: int | None) -> Backend:
     if bundle.manifest.torch_programs is None:      # said before importing torch: it is the first fix
-        raise BackendUnavailableError(f"{bundle.path} has no torch programs; re-export it with --targets onnx,torch "
-                                      "(or use backend='tensorrt' / 'onnxruntime')")
+        raise no_torch_programs(bundle)
     try:
         from .torch_cuda import TorchCudaBackend
     except ImportError as exc:

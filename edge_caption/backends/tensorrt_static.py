@@ -48,15 +48,7 @@ class StaticStep:
             size += -(-count * engine.dtypes[name].itemsize // _ALIGN) * _ALIGN
         self.small = self._alloc(size)
         self.memory = {n: self._alloc(self.max_images * self._row_bytes(n, self.memory_rows[n])) for n in self.memory_names}
-        # unwritten cache positions are masked, but 0 x NaN is NaN: start from zeros, stale rows are finite
-        self.caches = []
-        for _ in range(2):
-            caches = {}
-            for s in self.state:
-                nbytes = int(np.prod(cache_shape(s, self.max_rows, self.length))) * engine.dtypes[s.input].itemsize
-                caches[s.input] = self._alloc(nbytes)
-                device.zero(caches[s.input], nbytes)
-            self.caches.append(caches)
+        self.caches = [{s.input: self._alloc(self._cache_bytes(s)) for s in self.state} for _ in range(2)]
         self.out_shapes = {"topk_scores": (self.top_k,), "topk_ids": (self.top_k,), "logits": (manifest.vocab_size,)}
         self.outputs = {n: self._alloc(self.max_rows * self._row_bytes(n, shape)) for n, shape in self.out_shapes.items()}
 
@@ -75,15 +67,26 @@ class StaticStep:
         check_length(length, self.length, self.fix.format(flag=f"--max-new-tokens {length - self.prompt_len + 1}"))
         images = next(iter(memory.values())).shape[0]
         if images > self.max_images or images * rows_per_image > self.max_rows:
-            raise OptionError(f"{images} images x {rows_per_image} beams is more than this engine's largest profile "
-                              f"({self.max_rows} rows); caption fewer frames at once, or "
-                              + self.fix.format(flag=f"--batch {images}"))
+            beams = self.max_rows // max(self.max_images, 1)
+            flags = " ".join(f for f, needed in ((f"--batch {images}", images > self.max_images),
+                                                   (f"--num-beams {rows_per_image}", rows_per_image > beams)) if needed)
+            raise OptionError(f"{images} images x {rows_per_image} beams is more than this engine was built for "
+                              f"({self.max_images} images x {beams} beams); caption fewer frames or beams at once, or "
+                              + self.fix.format(flag=flags or f"--batch {images} --num-beams {rows_per_image}"))
         for name in self.memory_names:
             value = memory[name]
             if not isinstance(value, DeviceTensor):
                 value = self.device.upload(np.asarray(value), self.engine.dtypes[name])
             self.device.copy(self.memory[name], value.ptr, value.nbytes)
+        # masked positions are multiplied by 0, and 0 x inf is NaN: one overflow in an earlier batch
+        # must not poison this one, so each batch starts from zeroed caches (a memset, microseconds)
+        for caches in self.caches:
+            for s in self.state:
+                self.device.zero(caches[s.input], self._cache_bytes(s))
         return StaticSession(self, images, images * rows_per_image)
+
+    def _cache_bytes(self, spec) -> int:
+        return int(np.prod(cache_shape(spec, self.max_rows, self.length))) * self.engine.dtypes[spec.input].itemsize
 
     def close(self) -> None:
         for ptr in self._owned:

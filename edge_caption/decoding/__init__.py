@@ -34,8 +34,9 @@ def decode(backend: StepBackend, manifest: Manifest, memory: dict[str, np.ndarra
                          f"(it has: {', '.join(manifest.step_extras) or 'none'})")
     if getattr(backend, "static_step", False):
         images = next(iter(memory.values())).shape[0]
-        session = backend.static_session(memory, options.num_beams, cache_length(manifest, options.max_new_tokens))
-        state = StaticDecoderState(session, manifest, images, options.num_beams)
+        length = cache_length(len(prompt), options.max_new_tokens)
+        session = backend.static_session(memory, options.num_beams, length)
+        state = StaticDecoderState(session, manifest, images, options.num_beams, length)
     else:
         state = DecoderState(backend, manifest, memory, rows_per_image=options.num_beams)
     search = greedy_search if options.num_beams == 1 else beam_search

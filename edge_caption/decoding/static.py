@@ -18,7 +18,6 @@ from ..options import DecodeOptions
 
 class StaticSession(Protocol):
     top_k: int
-    length: int                                     # cache positions: tokens fed before the last step
 
     def run(self, input_ids: np.ndarray, position: int, beam_index: np.ndarray, beam_scores: np.ndarray) -> None:
         """One step: int64 [N,1] ids, int64 [N] rows of the previous step, float32 [N] added before the top-k."""
@@ -58,9 +57,9 @@ def cache_shape(spec: StateSpec, rows: int, length: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def cache_length(manifest: Manifest, max_new_tokens: int) -> int:
+def cache_length(prompt_len: int, max_new_tokens: int) -> int:
     """Positions a caption needs: the prompt and every generated token but the last are fed back."""
-    return max(2, len(manifest.tokenizer.prompt_ids) + max_new_tokens - 1)
+    return max(2, prompt_len + max_new_tokens - 1)
 
 
 def check_length(needed: int, available: int, fix: str) -> None:
@@ -72,8 +71,8 @@ def check_length(needed: int, available: int, fix: str) -> None:
 class StaticDecoderState:
     """DecoderState's interface (step, reorder, keep, images) over a StaticSession, plus `step_top`."""
 
-    def __init__(self, session: StaticSession, manifest: Manifest, images: int, rows_per_image: int):
-        self.session, self.manifest, self.k = session, manifest, rows_per_image
+    def __init__(self, session: StaticSession, manifest: Manifest, images: int, rows_per_image: int, length: int):
+        self.session, self.manifest, self.k, self.length = session, manifest, rows_per_image, length
         self.top_k = session.top_k
         self.images = np.arange(images)
         self.extras: dict[str, np.ndarray] = {}
@@ -89,6 +88,10 @@ class StaticDecoderState:
         rows = len(self.beam_index)
         zeros = np.zeros(rows, np.float32)
         for column in range(input_ids.shape[1]):        # a prompt goes in one token per step
+            if self.position >= self.length:
+                # a slot past the cache would be written nowhere and every slot attended: refuse
+                raise RuntimeError(f"the static step's cache holds {self.length} positions and step "
+                                   f"{self.position + 1} needs one more; this is a bug in the decoding loop")
             last = column == input_ids.shape[1] - 1
             scores = zeros if beam_scores is None or not last else np.asarray(beam_scores, np.float32).reshape(-1)
             self.session.run(np.ascontiguousarray(input_ids[:, column:column + 1]), self.position, self.beam_index,
