@@ -365,14 +365,16 @@ def main() -> None:
     elif report.get("gpu"):
         print(f"GPU: {report['gpu']}")
     if args.json:
-        print(f"wrote {write('beam_cpu', report)}")
+        # a GPU run keeps the CPU machine's results: its host numbers are another CPU's
+        result = "beam_gpu" if isinstance(report.get("gpu"), dict) else "beam_cpu"
+        print(f"wrote {write(result, report)}")
         try:
             groups = {name: {"cython": r["cython_us_per_step"], "python": r["python_us_per_step"],
                              **({"transformers": r["transformers_us_per_step"]} if "transformers_us_per_step" in r
                                 else {})}
                       for name, r in report["options"].items()}
             title = f"beam bookkeeping per step, batch {BATCH} x {BEAMS} beams, vocab {VOCAB:,} ({machine()['cpu']})"
-            print(f"wrote {chart('beam_cpu', groups, ylabel='us per step (bookkeeping)', log=True, title=title)}")
+            print(f"wrote {chart(result, groups, ylabel='us per step (bookkeeping)', log=True, title=title)}")
         except ImportError:
             print("matplotlib is not installed: no chart (pip install -e '.[bench]')")
 

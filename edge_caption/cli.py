@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from pathlib import Path
@@ -73,78 +72,6 @@ def cmd_caption(args: argparse.Namespace) -> int:
                 for alternative in caption.alternatives:
                     print(f"{' ' * len(str(path))}  {alternative.text}  ({alternative.score:.3f})", flush=True)
     return 0
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from .bundle import Bundle
-    from .captioner import default_bundle_path
-
-    bundle = Bundle.open(_bundle_only(args) or default_bundle_path())
-    m = bundle.manifest
-    runnable = _can_run(bundle)
-    if args.json:
-        print(json.dumps({"path": str(bundle.path), "manifest": m.to_dict(), "runs_here": runnable}, indent=2))
-        return 0
-    size_mb = sum(p.stat().st_size for p in bundle.path.rglob("*") if p.is_file()) / 1e6
-    print(f"bundle     {bundle.path} ({size_mb:.1f} MB, format {m.format_version}, checksums ok)")
-    print(f"model      {m.name}@{m.version} ({m.family}), precision {m.precision}, vocabulary {m.vocab_size}")
-    pre = m.preprocess
-    print(f"input      {pre.size[0]}x{pre.size[1]} {pre.color.upper()}, resize {pre.resize}, "
-          f"mean {list(pre.mean)}, std {list(pre.std)}")
-    print(f"graphs     encoder: {m.encoder.file}; decoder step: {m.decoder_step.file} "
-          f"({len(m.state)} state tensors, {len(m.memory)} memory tensors, "
-          f"{'one token' if m.tokens_per_step == 1 else 'any number of tokens'} per step)")
-    if m.static_step is not None:
-        print(f"           TensorRT-shaped step: {m.static_step.file} (static cache, top-{m.static_step.top_k} in the graph)")
-    if m.torch_programs is not None:
-        print(f"           torch programs: {', '.join(m.torch_programs.encoder)} (backend torch-cuda; "
-              f"torch >= {m.torch_programs.torch_version})")
-    if m.step_extras:
-        grid = f" over a {m.attention_grid[0]}x{m.attention_grid[1]} grid" if m.attention_grid else ""
-        print(f"extras     {', '.join(m.step_extras)}{grid} (caption(..., return_attention=True))")
-    print(f"engines    {', '.join(f'{e.graph} sm_{e.compute_capability} TRT {e.tensorrt_version}' for e in m.engines) or 'none (ONNX only)'}")
-    print(f"decoding   {', '.join(f'{k}={v}' for k, v in m.decoding.items())}")
-    print(f"made by    {', '.join(f'{k} {v}' for k, v in m.created_by.items())}")
-    for backend, verdict in runnable.items():
-        print(f"{'runs here' if backend == 'onnxruntime' else '':10s} {backend}: {verdict}")
-    return _check_backends(bundle) if args.check else 0
-
-
-def _check_backends(bundle: Any) -> int:
-    """`info --check`: caption the sample scene with every backend the bundle has; 1 if one fails."""
-    from .captioner import EdgeCaptioner
-
-    failed = 0
-    backends = ["onnxruntime"] + ["tensorrt"] * bool(bundle.manifest.engines) \
-        + ["torch-cuda"] * (bundle.manifest.torch_programs is not None)
-    for backend in backends:
-        try:
-            with EdgeCaptioner(bundle.path, backend=backend) as captioner:
-                caption = captioner.caption(str(SAMPLE))
-            print(f"check      {backend}: {caption.text!r} ({caption.timings['total']:.1f} ms)")
-        except EdgeCaptionError as exc:
-            failed = 1
-            print(f"check      {backend}: FAILED: {exc}")
-    return failed
-
-
-def _can_run(bundle: Any) -> dict[str, str]:
-    verdicts = {}
-    try:
-        import onnxruntime as ort
-
-        verdicts["onnxruntime"] = f"yes (onnxruntime {ort.__version__}, {', '.join(ort.get_available_providers())})"
-    except ImportError:
-        verdicts["onnxruntime"] = "no: pip install onnxruntime"
-    from .backends.tensorrt import why_not
-
-    reason = why_not(bundle)
-    verdicts["tensorrt"] = f"no: {reason}" if reason else "yes (an engine matches this GPU and TensorRT)"
-    from .backends import why_not_torch_cuda
-
-    reason = why_not_torch_cuda(bundle)
-    verdicts["torch-cuda"] = f"no: {reason}" if reason else "yes (torch programs, a CUDA GPU)"
-    return verdicts
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -240,26 +167,6 @@ def _export_module():
     return module
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from .captioner import default_bundle_path
-    from .errors import BackendUnavailableError, OptionError
-
-    try:    # the builder needs TensorRT and onnx, never torch: not _export_module()
-        from edge_caption.export.tensorrt import BuildConfig, build_engines
-    except ImportError as exc:
-        raise BackendUnavailableError(f"`build` needs onnx ({exc.name} is missing): "
-                                      "pip install 'edge-caption[tensorrt]'") from exc
-    try:
-        batch = tuple(int(b) for b in args.batch.split(","))
-    except ValueError:
-        raise OptionError(f"--batch takes batch sizes like 1,8; got {args.batch!r}") from None
-    config = BuildConfig(precision=args.precision, batch_sizes=batch, num_beams=args.num_beams,
-                         max_new_tokens=args.max_new_tokens, calibration=args.calibration,
-                         timing_cache=args.timing_cache, workspace_mb=args.workspace_mb, device=args.device)
-    print(build_engines(_bundle_only(args) or default_bundle_path(), config, out=args.out, progress=not args.quiet))
-    return 0
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     _export_module()
     from edge_caption.export.train import train
@@ -309,28 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding_flags(p)
     p.set_defaults(func=cmd_caption)
 
-    p = sub.add_parser("info", help="what a bundle holds and whether this machine can run it")
-    p.add_argument("inputs", nargs="*", metavar="BUNDLE")
-    p.add_argument("-m", "--model", help="the bundle")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--check", action="store_true", help="also caption the sample scene with each backend the bundle has")
-    p.set_defaults(func=cmd_info)
+    from .cli_engines import add_commands as add_engine_commands
 
-    p = sub.add_parser("build", help="build TensorRT engines for this GPU from a bundle's ONNX (needs TensorRT)")
-    p.add_argument("inputs", nargs="*", metavar="BUNDLE")
-    p.add_argument("-m", "--model", help="the bundle (default: the shipped model)")
-    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (needs --calibration) | fp8")
-    p.add_argument("--batch", default="1,8", help="batch sizes to optimize for, one profile each (default 1,8)")
-    p.add_argument("--num-beams", type=int, help="most beams per image (default: max(the bundle's, 4))")
-    p.add_argument("--max-new-tokens", type=int, help="longest caption (default: the bundle's)")
-    p.add_argument("--calibration", help="int8: a folder of images or a video like the camera's")
-    p.add_argument("--timing-cache", help="timing cache file, reused between builds "
-                                          "(default ~/.cache/edge-caption/timing-sm<cc>-trt<version>.cache)")
-    p.add_argument("--workspace-mb", type=int, help="TensorRT's workspace limit")
-    p.add_argument("--device", type=int, default=0, help="the GPU to build for")
-    p.add_argument("--out", help="write the bundle with engines here (default: in place)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_build)
+    add_engine_commands(sub)       # info, build
 
     p = sub.add_parser("eval", help="caption a labelled data set and report BLEU, ROUGE-L, CIDEr (METEOR)")
     p.add_argument("inputs", nargs="*", metavar="BUNDLE")

@@ -201,7 +201,7 @@ class _Engine:
     # ---- CUDA graphs ---------------------------------------------------------------------
     def _capture(self, key: tuple, feeds: dict[str, DeviceTensor], out_shapes: dict) -> dict[str, DeviceTensor]:
         """Second time these shapes come: warm up on fixed buffers (this call's real work), then capture."""
-        dev, rt = self.device, self.device.rt
+        dev = self.device
         fixed_in = {n: DeviceTensor(dev, dev.malloc(feeds[n].nbytes), 0, feeds[n].shape, feeds[n].dtype)
                     for n in self.inputs}
         fixed_out = {n: DeviceTensor(dev, dev.malloc(int(np.prod(s, dtype=np.int64)) * self.dtypes[n].itemsize), 0,
