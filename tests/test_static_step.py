@@ -124,3 +124,63 @@ def test_reference_families(tmp_path):
         assert [[h.token_ids for h in per] for per in got] == [[h.token_ids for h in per] for per in want]
     with pytest.raises(ExportError, match="not a KV cache"):
         export(random_model("show-tell"), tmp_path / "s.ecap", targets=TRT, progress=False)
+
+
+class _TableStep:
+    """A decoder whose logits are a table row picked by the last token: small integers, so ties are everywhere."""
+
+    def __init__(self, vocab: int = 40, seed: int = 0):
+        self.table = np.random.default_rng(seed).integers(0, 6, (vocab, vocab)).astype(np.float32)
+
+    def step(self, input_ids, memory, state):               # the dynamic backend
+        return self.table[input_ids[:, -1]], {}, {}
+
+
+class _GpuLikeSession:
+    """A static session whose top-k orders equal values the other way round (higher id first), as a
+    GPU top-k may: the decoding loop must still give the dynamic loop's tokens."""
+
+    def __init__(self, table: np.ndarray, top_k: int):
+        self.table, self.top_k = table, top_k
+
+    def run(self, input_ids, position, beam_index, beam_scores):
+        from edge_caption.decoding.processors import log_softmax
+
+        self._logits = self.table[input_ids[:, 0]]
+        scores = log_softmax(self._logits) + beam_scores[:, None]
+        ids = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        order = np.lexsort((-ids, -scores), axis=-1)[:, : self.top_k]
+        self._top = np.take_along_axis(scores, order, axis=1), order
+
+    def top(self):
+        return self._top
+
+    def logits(self):
+        return self._logits
+
+    def keep(self, images):
+        pass
+
+
+@pytest.mark.parametrize("beams", [1, 2, 3, 4])
+def test_ties_resolve_as_generate_does_whatever_the_top_k_order(beams):
+    from types import SimpleNamespace
+
+    from edge_caption.decoding.beam import beam_search
+    from edge_caption.decoding.greedy import greedy_search
+    from edge_caption.decoding.state import DecoderState
+    from edge_caption.decoding.static import StaticDecoderState
+
+    model = _TableStep()
+    manifest = SimpleNamespace(state=(), tokens_per_step=None)
+    prompt, eos = np.array([1, 2], np.int64), np.array([0], np.int64)
+    search = greedy_search if beams == 1 else beam_search
+    images = 6
+    for options in (DecodeOptions(num_beams=beams, max_new_tokens=7),
+                    DecodeOptions(num_beams=beams, max_new_tokens=7, length_penalty=0.6, early_stopping=True)):
+        memory = {"m": np.zeros((images, 1), np.float32)}
+        want = search(DecoderState(model, manifest, memory, beams), prompt, eos, options)
+        static = StaticDecoderState(_GpuLikeSession(model.table, top_k=12), manifest, images, beams, length=9)
+        got = search(static, prompt, eos, options)
+        assert [[(ids, score) for ids, score, _ in per] for per in got] == \
+            [[(ids, score) for ids, score, _ in per] for per in want], options

@@ -57,15 +57,20 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
     kc = beams.keep_k
     while True:
         full = needs_full_rows(options, beams.cur_len - len(prompt))
+        top = logits = None
         if kc <= state.top_k and (not full or state.processes(options)):
             # the step took the per-row top-k itself (static step): only k candidates per row came back
             processors = (beams.history, options, len(prompt), eos_ids, False) if full else None
-            values, tokens = state.step_top(step_ids, beams.running_scores, processors)
-            shape = (state.active, options.num_beams, kc)
-            source_rows, stopped = beams.advance(np.ascontiguousarray(values[:, :kc]).reshape(shape),
-                                                 np.ascontiguousarray(tokens[:, :kc]).reshape(shape))
+            top = state.step_top(step_ids, beams.running_scores, processors, needed=kc)
+            logits = state.last_logits() if top is None else None
         else:
-            logprobs = log_softmax(state.step(step_ids))
+            logits = state.step(step_ids)
+        if top is not None:
+            shape = (state.active, options.num_beams, kc)
+            source_rows, stopped = beams.advance(np.ascontiguousarray(top[0][:, :kc]).reshape(shape),
+                                                 np.ascontiguousarray(top[1][:, :kc]).reshape(shape))
+        else:
+            logprobs = log_softmax(logits)
             beams.process(logprobs)
             beams.candidates(logprobs)
             source_rows, stopped = beams.advance()

@@ -21,13 +21,18 @@ def greedy_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, 
     step_ids = history
     while True:
         full = needs_full_rows(options, history.shape[1] - prompt_len)
+        top = logits = None
         if state.top_k and (not full or state.processes(options)):
             # the static step's top-1 of log-softmax (after the processors, where the session runs them)
-            values, ids = state.step_top(step_ids, None, (history, options, prompt_len, eos_ids, True) if full else None)
-            tokens = ids[:, 0]
-            logprob_sum += values[:, 0]
+            top = state.step_top(step_ids, None, (history, options, prompt_len, eos_ids, True) if full else None)
+            logits = state.last_logits() if top is None else None
         else:
-            scores = apply_processors(state.step(step_ids), history, options, prompt_len=prompt_len, eos_ids=eos_ids)
+            logits = state.step(step_ids)
+        if top is not None:
+            tokens = top[1][:, 0]
+            logprob_sum += top[0][:, 0]
+        else:
+            scores = apply_processors(logits, history, options, prompt_len=prompt_len, eos_ids=eos_ids)
             tokens = scores.argmax(axis=1)
             logprob_sum += log_softmax(scores)[np.arange(len(tokens)), tokens]
         history = np.concatenate([history, tokens[:, None]], axis=1)

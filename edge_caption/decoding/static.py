@@ -111,12 +111,31 @@ class StaticDecoderState:
         return bool(check is not None and check(options))
 
     def step_top(self, input_ids: np.ndarray, beam_scores: np.ndarray | None = None,
-                 processors: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The step's per-row top-k of log-softmax + `beam_scores` (None: zeros), computed where the step
-        runs; `processors`: (history, options, prompt_len, eos_ids, greedy) for session.processed_top."""
+                 processors: tuple | None = None, needed: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+        """Run the step; its per-row top-k of log-softmax + `beam_scores` (None: zeros), computed where
+        the step runs, in generate()'s order (by value, then the lower id: a GPU top-k does not promise
+        the second). `processors`: (history, options, prompt_len, eos_ids, greedy) for processed_top.
+
+        None where a tie leaves the answer to the logits (`last_logits()` then): greedy (`needed` 1)
+        when the best two log-probs are equal (generate() takes the argmax of the logits, which one
+        rounding may have merged); beam search when the `needed`-th value runs on to the last one the
+        step kept (equal candidates past it may have lower ids)."""
         self._run(input_ids, beam_scores)
         values, ids = self.session.top() if processors is None else self.session.processed_top(*processors)
-        return np.asarray(values, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+        values, ids = np.asarray(values, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+        order = np.lexsort((ids, -values), axis=-1)
+        values, ids = np.take_along_axis(values, order, axis=1), np.take_along_axis(ids, order, axis=1)
+        kept = values.shape[1]
+        if needed == 1 and kept > 1 and (values[:, 0] == values[:, 1]).any():
+            return None
+        # rows still carrying beam search's -1e9 start mask (or -inf) cannot reach an image's top-k
+        if 1 < needed < kept and ((values[:, needed - 1] == values[:, kept - 1]) & (values[:, needed - 1] > -1e8)).any():
+            return None
+        return values, ids
+
+    def last_logits(self) -> np.ndarray:
+        """The logits of the step step_top just ran (when it answered None)."""
+        return np.asarray(self.session.logits(), dtype=np.float32)
 
     def reorder(self, rows: np.ndarray) -> None:
         """The next step continues row rows[i] in row i: the graph's Gather does it, nothing moves here."""
