@@ -38,7 +38,8 @@ def export(
     Runtime against the PyTorch model (the bundle is refused if they disagree), and packed with
     `tokenizer.json`, the preprocessing read from `processor`, and the model's decoding defaults.
     `targets` with "tensorrt" adds the TensorRT-shaped decoder step (static_step.py), checked the
-    same way; `edge-caption build` then makes engines from it on the target machine. "torch" adds
+    same way, and builds engines where TensorRT and a GPU are here (else `edge-caption build` on the
+    target machine makes them). "torch" adds
     it too, and `torch.export` programs of the encoder and that step for backend="torch-cuda".
     `precision="int8"` then stores the weights of every matrix product as int8 (see quantize.py);
     `model` may also be an fp32 bundle directory, which is quantized without torch.
@@ -115,7 +116,22 @@ def export(
                                   f"but the split model declares {graph.inputs} and {graph.outputs}")
         write_manifest(scratch, manifest)
     say(f"bundle written to {output}")
+    if "tensorrt" in targets:
+        _engines_here(output, say)
     return output
+
+
+def _engines_here(bundle: Path, say: Callable[[str], None]) -> None:
+    """targets "tensorrt": build the engines now where TensorRT and a GPU are here; else say how."""
+    from edge_caption.errors import BackendUnavailableError
+
+    from .tensorrt import BuildConfig, build_engines
+
+    try:
+        build_engines(bundle, BuildConfig(), progress=say)
+    except BackendUnavailableError as exc:
+        say(f"no TensorRT engines built here ({str(exc).split(';')[0]}); on the machine that will run the "
+            f"bundle: edge-caption build {bundle}")
 
 
 def manifest_for(split: Any, preprocess: Preprocess, tokenizer: TokenizerSpec, *, name: str | None = None,

@@ -86,6 +86,22 @@ def test_static_step_engine_gives_generate_tokens(exported, trt, tmp_path, famil
     assert not cudart.state().allocations, "close() must free every device buffer"
 
 
+def test_export_with_the_tensorrt_target_builds_engines_where_tensorrt_is(trt, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from edge_caption.export import export, testing
+
+    monkeypatch.setenv("HOME", str(tmp_path))          # the default timing cache lives under ~/.cache
+    said = []
+    out = export(testing.tiny_vit_gpt2(0), tmp_path / "t.ecap", tokenizer=testing.tiny_tokenizer(kind="bpe"),
+                 processor=testing.tiny_image_processor("vit"), targets=("onnx", "tensorrt"), progress=said.append)
+    assert sorted(e.graph for e in Bundle.open(out).manifest.engines) == ["encoder", "static_step"]
+    install(monkeypatch, devices=[])                    # TensorRT, but no GPU: the bundle, and how to build
+    out = export(testing.tiny_vit_gpt2(0), tmp_path / "n.ecap", tokenizer=testing.tiny_tokenizer(kind="bpe"),
+                 processor=testing.tiny_image_processor("vit"), targets=("onnx", "tensorrt"), progress=said.append)
+    assert not Bundle.open(out).manifest.engines
+    assert f"edge-caption build {out}" in said[-1]
+
+
 def test_static_step_moves_no_cache_and_reads_back_only_candidates(exported, trt, tmp_path):
     _, bundle = exported("vit_gpt2", 0, ("onnx", "tensorrt"))
     engines = build(bundle, tmp_path)
