@@ -140,7 +140,6 @@ def validate(split, out_dir: Path, *, atol: float = 1e-4, rtol: float = 1e-3, st
 
     The first step feeds the prompt plus one token (L >= 2 at T=0), later steps one token each.
     Returns the max abs differences; raises ExportError naming the tensor that disagrees."""
-    import numpy as np
     import onnxruntime as ort
     import torch
 
@@ -157,15 +156,7 @@ def validate(split, out_dir: Path, *, atol: float = 1e-4, rtol: float = 1e-3, st
     diffs: dict[str, float] = {}
 
     def compare(kind: str, name: str, got, want) -> None:
-        got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-        if got.shape != want.shape:
-            raise ExportError(f"{name}: shape {got.shape} from ONNX, {want.shape} expected")
-        err = float(np.abs(got - want).max()) if got.size else 0.0
-        diffs[kind] = max(diffs.get(kind, 0.0), err)
-        bad = np.abs(got - want) > atol + rtol * np.abs(want)
-        if bad.any():
-            raise ExportError(f"{name} disagrees ({kind}): max abs diff {err:.3g} "
-                              f"(atol {atol}, rtol {rtol}); the exported graph does not match the model")
+        check_close(diffs, kind, name, got, want, atol, rtol)
 
     oracle = split.recompute or (lambda p, seq: _hf_logits(split, p, seq))
     outputs = ["logits", *split.present_names, *split.step_extras]
@@ -201,6 +192,21 @@ def validate(split, out_dir: Path, *, atol: float = 1e-4, rtol: float = 1e-3, st
             new = torch.from_numpy(out[0]).argmax(-1, keepdim=True)
             sequence = torch.cat([sequence, new], dim=1)
     return diffs
+
+
+def check_close(diffs: dict[str, float], kind: str, name: str, got, want, atol: float, rtol: float) -> None:
+    """Record in diffs[kind] the largest |got - want| so far; raise naming `name` when any element is
+    beyond atol + rtol * |want| (or the shapes differ): the exported graph does not match the model."""
+    import numpy as np
+
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise ExportError(f"{name}: shape {got.shape} from ONNX, {want.shape} expected")
+    err = float(np.abs(got - want).max()) if got.size else 0.0
+    diffs[kind] = max(diffs.get(kind, 0.0), err)
+    if (np.abs(got - want) > atol + rtol * np.abs(want)).any():
+        raise ExportError(f"{name} disagrees ({kind}): max abs diff {err:.3g} "
+                          f"(atol {atol}, rtol {rtol}); the exported graph does not match the model")
 
 
 def _hf_logits(split, pixels, sequence):

@@ -126,6 +126,8 @@ def validate_static_step(split, out_dir: Path, *, atol: float = 1e-4, rtol: floa
     import numpy as np
     import onnxruntime as ort
 
+    from .onnx import check_close
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(Path(out_dir) / STATIC_FILE), opts, providers=["CPUExecutionProvider"])
@@ -139,14 +141,7 @@ def validate_static_step(split, out_dir: Path, *, atol: float = 1e-4, rtol: floa
     length = len(prompt) + steps + 1
 
     def compare(kind: str, got, want) -> None:
-        got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-        if got.shape != want.shape:
-            raise ExportError(f"{STATIC_FILE}: {kind} has shape {got.shape}, {want.shape} expected")
-        err = float(np.abs(got - want).max()) if got.size else 0.0
-        diffs[kind] = max(diffs.get(kind, 0.0), err)
-        if (np.abs(got - want) > atol + rtol * np.abs(want)).any():
-            raise ExportError(f"{STATIC_FILE} disagrees with the decoder step ({kind}): max abs diff {err:.3g} "
-                              f"(atol {atol}, rtol {rtol}); the static step graph does not match the model")
+        check_close(diffs, kind, f"{STATIC_FILE} (against the decoder step)", got, want, atol, rtol)
 
     with torch.no_grad():
         memory = [t.numpy() for t in split.encoder(pixels)]

@@ -14,6 +14,7 @@ from ..options import DecodeOptions
 from .core import beams_class
 from .processors import log_softmax, needs_full_rows
 from .state import DecoderState
+from .static import take_step
 
 
 def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -57,15 +58,9 @@ def beam_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, op
     kc = beams.keep_k
     while True:
         full = needs_full_rows(options, beams.cur_len - len(prompt))
-        top = logits = None
-        if kc <= state.top_k and (not full or state.processes(options)):
-            # the step took the per-row top-k itself (static step): only k candidates per row came back
-            processors = (beams.history, options, len(prompt), eos_ids, False) if full else None
-            top = state.step_top(step_ids, beams.running_scores, processors, needed=kc)
-            logits = state.last_logits() if top is None else None
-        else:
-            logits = state.step(step_ids)
-        if top is not None:
+        processors = (beams.history, options, len(prompt), eos_ids, False) if full else None
+        top, logits = take_step(state, step_ids, kc, processors, beams.running_scores)
+        if top is not None:     # the step took the per-row top-k itself: only k candidates per row came back
             shape = (state.active, options.num_beams, kc)
             source_rows, stopped = beams.advance(np.ascontiguousarray(top[0][:, :kc]).reshape(shape),
                                                  np.ascontiguousarray(top[1][:, :kc]).reshape(shape))

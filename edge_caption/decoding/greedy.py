@@ -6,6 +6,7 @@ import numpy as np
 from ..options import DecodeOptions
 from .processors import apply_processors, log_softmax, needs_full_rows
 from .state import DecoderState
+from .static import take_step
 
 
 def greedy_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, options: DecodeOptions,
@@ -21,14 +22,8 @@ def greedy_search(state: DecoderState, prompt: np.ndarray, eos_ids: np.ndarray, 
     step_ids = history
     while True:
         full = needs_full_rows(options, history.shape[1] - prompt_len)
-        top = logits = None
-        if state.top_k and (not full or state.processes(options)):
-            # the static step's top-1 of log-softmax (after the processors, where the session runs them)
-            top = state.step_top(step_ids, None, (history, options, prompt_len, eos_ids, True) if full else None)
-            logits = state.last_logits() if top is None else None
-        else:
-            logits = state.step(step_ids)
-        if top is not None:
+        top, logits = take_step(state, step_ids, 1, (history, options, prompt_len, eos_ids, True) if full else None)
+        if top is not None:     # the static step's top-1 of log-softmax (after the processors, where run)
             tokens = top[1][:, 0]
             logprob_sum += top[0][:, 0]
         else:

@@ -24,9 +24,6 @@ class DecoderState:
 
     top_k = 0       # the step hands over whole rows of logits (static.py's state also has a top-k)
 
-    def processes(self, options) -> bool:
-        return False
-
     def __init__(self, backend: StepBackend, manifest: Manifest, memory: dict[str, np.ndarray], rows_per_image: int):
         self.backend = backend
         self.manifest = manifest

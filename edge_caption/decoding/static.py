@@ -62,6 +62,19 @@ def cache_length(prompt_len: int, max_new_tokens: int) -> int:
     return max(2, prompt_len + max_new_tokens - 1)
 
 
+def take_step(state, input_ids: np.ndarray, needed: int, processors: tuple | None = None,
+              beam_scores: np.ndarray | None = None) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
+    """Run one decoder step for greedy (`needed` 1) or beam search (`needed` candidates per row):
+    (the step's own top-k, None) where the step can give it, else (None, logits [rows, V]).
+
+    `processors`: (history, options, prompt_len, eos_ids, greedy) when a history-dependent processor
+    applies this step, else None. A DecoderState (top_k 0) always answers with logits."""
+    if needed <= state.top_k and (processors is None or state.processes(processors[1])):
+        top = state.step_top(input_ids, beam_scores, processors, needed)
+        return (top, None) if top is not None else (None, state.last_logits())
+    return None, state.step(input_ids)
+
+
 def check_length(needed: int, available: int, fix: str) -> None:
     if needed > available:
         raise OptionError(f"this caption needs {needed} cache positions but the step was built for {available}; "
@@ -102,7 +115,7 @@ class StaticDecoderState:
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         """Logits [rows, V] float32, as DecoderState.step: for steps a processor must see whole."""
         self._run(input_ids, None)
-        return np.asarray(self.session.logits(), dtype=np.float32)
+        return self.last_logits()
 
     def processes(self, options: DecodeOptions) -> bool:
         """Whether steps with history-dependent processors can stay on the top-k path (the session
