@@ -5,6 +5,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import BackendUnavailableError
+
 
 class Backend(Protocol):
     name: str
@@ -19,3 +21,9 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release sessions and device memory; the backend is unusable afterwards."""
+
+
+def no_torch_programs(bundle) -> BackendUnavailableError:
+    """The error for a bundle exported without targets "torch" (said before torch is imported)."""
+    return BackendUnavailableError(f"{bundle.path} has no torch programs; re-export it with --targets onnx,torch "
+                                   "(or use backend='tensorrt' / 'onnxruntime')")

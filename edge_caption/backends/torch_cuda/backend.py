@@ -25,34 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bundle import Bundle
-from ..decoding.static import cache_shape
-from ..errors import BackendUnavailableError, OptionError
-from . import no_torch_programs
+from ...bundle import Bundle
+from ...decoding.static import cache_shape
+from ...errors import BackendUnavailableError, OptionError
+from ..base import no_torch_programs
+from .programs import load_program
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 MAX_GRAPHS = 32
-
-
-def size_oblivious():
-    """torch.export's setting under which a dynamic axis may be 1 (one image, one row): the programs
-    are exported and loaded under it (export/torch_programs.py says why)."""
-    import torch.fx.experimental._config as fx_config
-
-    return fx_config.patch(backed_size_oblivious=True)
-
-
-def load_program(path, device: torch.device | None = None):
-    """A saved program as a callable module on `device`, its "!= 1" shape guards not checked."""
-    with size_oblivious():
-        program = torch.export.load(str(path))
-        if device is not None and device.type != "cpu":
-            from torch.export.passes import move_to_device_pass
-
-            program = move_to_device_pass(program, device)
-        return program.module(check_guards=False)
 
 
 def _version(text: str) -> tuple[int, ...]:
