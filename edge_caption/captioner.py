@@ -40,19 +40,21 @@ class EdgeCaptioner:
     `engine`: a bundle directory made by `edge-caption export` (None: the shipped default model).
     `backend`: "auto" | "tensorrt" | "torch-cuda" | "onnxruntime"; `backend_name` and
     `backend_reason` say what "auto" chose and why. `threads`: CPU threads one call may use (None:
-    every core; give each of several captioners sharing a machine its share). Keyword arguments set
+    every core; give each of several captioners sharing a machine its share). `cuda_graphs`: replay
+    captured CUDA graphs on a GPU (torch-cuda, TensorRT); off only to debug. Keyword arguments set
     decoding defaults (Hugging Face's names: num_beams, max_new_tokens, ...) over the bundle's own.
     """
 
     def __init__(self, engine: str | Path | None = None, *, backend: str = "auto", device: int = 0,
-                 threads: int | None = None, **decoding_defaults: Any):
+                 threads: int | None = None, cuda_graphs: bool = True, **decoding_defaults: Any):
         self.bundle = Bundle.open(engine if engine is not None else default_bundle_path())
         manifest = self.bundle.manifest
         check_names(decoding_defaults)
         self.defaults = DecodeOptions.from_mapping(manifest.decoding).replace(**decoding_defaults)
         self._detokenizer = Detokenizer(self.bundle.file(manifest.tokenizer.file),
                                         manifest.tokenizer.clean_up_tokenization_spaces)
-        self._backend, self.backend_reason = create_backend(self.bundle, backend, device=device, threads=threads)
+        self._backend, self.backend_reason = create_backend(self.bundle, backend, device=device, threads=threads,
+                                                            cuda_graphs=cuda_graphs)
         self.backend_name = self._backend.name
 
     @property
@@ -123,10 +125,13 @@ class EdgeCaptioner:
         encoded = time.perf_counter()
         hypotheses = decode(self._backend, self.manifest, memory, options, trace=trace)
         decoded = time.perf_counter()
+        # a GPU backend's encode returns before the GPU is done: its own events say where the time went
+        device_timings = self._backend.timings() if hasattr(self._backend, "timings") else None
         timings = {
             "preprocess": (preprocessed - start) * 1e3,
             "encode": (encoded - preprocessed) * 1e3,
             "decode": (decoded - encoded) * 1e3,
+            **(device_timings or {}),
         }
         captions = []
         for per_image in hypotheses:

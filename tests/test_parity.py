@@ -28,8 +28,9 @@ GRID = [
 
 
 def reference(model, pixels: np.ndarray, opts: DecodeOptions, prompt_len: int, eos: set[int]):
-    """generate()'s ids after the prompt, cut after the first EOS (it pads finished rows)."""
-    out = model.generate(pixel_values=torch.from_numpy(pixels), do_sample=False, **opts.to_dict())
+    """generate()'s ids after the prompt, cut after the first EOS (it pads finished rows), on the model's device."""
+    device = next(model.parameters()).device
+    out = model.generate(pixel_values=torch.from_numpy(pixels).to(device), do_sample=False, **opts.to_dict())
     rows = []
     for seq in out.tolist():
         gen = seq[prompt_len:]

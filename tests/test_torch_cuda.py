@@ -1,10 +1,14 @@
-"""backend="torch-cuda": the bundle's torch.export programs (export targets "torch").
+"""backend="torch-cuda": the bundle's torch.export programs (export targets "torch") and the search
+on the device.
 
-On a CPU the same programs run through the same session code with device="cpu" (fp32, no CUDA
-graphs) and must give `generate()`'s tokens; the tests marked gpu run them on a CUDA GPU: fp32
-tokens, CUDA graphs replayed, and how far fp16 / bf16 agree with fp32.
+On a CPU the same programs and the same device loop run on CPU tensors with device="cpu" (fp32, no
+CUDA graphs) and must give `generate()`'s tokens, reading the device once per chunk of steps; the
+tests marked gpu run them on a CUDA GPU: fp32 tokens with CUDA graphs replayed, no host
+synchronisation inside a caption, and how far fp16 agrees with fp32.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from edge_caption.decoding import decode  # noqa: E402
 from edge_caption.errors import BackendUnavailableError  # noqa: E402
 from edge_caption.export.testing import IMAGE  # noqa: E402
 from edge_caption.options import DecodeOptions  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from .test_parity import GRID, reference  # noqa: E402
 
@@ -35,7 +40,9 @@ def _pixels(seed: int = 100, count: int = 3):
 
 
 @pytest.mark.parametrize("family", ["vit_gpt2", "blip"])
-def test_programs_give_generate_tokens(exported, family):
+def test_device_loop_gives_generate_tokens(exported, family):
+    """The whole search as tensor ops (backends/torch_cuda/search.py), run on CPU tensors: generate()'s
+    tokens on the parity grid, greedy and beam, every processor on the device."""
     from edge_caption.backends.torch_cuda import TorchCudaBackend
 
     model, bundle = exported(family, 0, TORCH)
@@ -44,22 +51,63 @@ def test_programs_give_generate_tokens(exported, family):
     backend = TorchCudaBackend(b, device="cpu", dtype="float32")
     tok = b.manifest.tokenizer
     pixels = _pixels()
-    processed = []
-    session = backend.static_session
-    backend.static_session = lambda *args: _spy(session(*args), processed)
     for grid in GRID + ON_DEVICE:
         opts = DecodeOptions(max_new_tokens=10).replace(**grid)
         want = reference(model, pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
-        processed.clear()
         assert _tokens(backend, b.manifest, pixels, opts) == want, f"{family} {grid}"
-        if grid in ON_DEVICE:
-            assert processed, "the processors should have run on the device"
+        loop = backend.last_loop
+        assert 1 <= loop.reads <= loop.chunks
 
 
-def _spy(session, calls):
-    processed_top = session.processed_top
-    session.processed_top = lambda *args: calls.append(1) or processed_top(*args)
-    return session
+class _NoHostReads(TorchDispatchMode):
+    """Fails on any read of a tensor's value by the host (.item(), bool(t), .tolist(), int(t))."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default):
+            raise AssertionError(f"the decoding loop read a tensor's value on the host ({func})")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("grid", [dict(num_beams=3, min_new_tokens=6, max_new_tokens=6),
+                                  dict(num_beams=1, min_new_tokens=6, max_new_tokens=6),
+                                  dict(num_beams=2, no_repeat_ngram_size=2, repetition_penalty=1.3, max_new_tokens=9)])
+def test_a_caption_reads_the_device_once_per_chunk(exported, grid):
+    """No value crosses to the host inside the loop; the state comes back in one copy per chunk, and a
+    caption that cannot stop early (min_new_tokens = max_new_tokens, as W1) is one chunk, one read."""
+    from edge_caption.backends.torch_cuda import TorchCudaBackend
+
+    _, bundle = exported("vit_gpt2", 0, TORCH)
+    b = Bundle.open(bundle)
+    backend = TorchCudaBackend(b, device="cpu", dtype="float32")
+    opts = DecodeOptions().replace(**grid)
+    memory = backend.encode(_pixels(count=2))
+    with _NoHostReads():
+        found = decode(backend, b.manifest, memory, opts)
+    assert len(found) == 2 and all(per[0].token_ids for per in found)
+    loop = backend.last_loop
+    if opts.min_new_tokens == opts.max_new_tokens:
+        assert loop.chunks == 1 and loop.reads == 1
+    assert loop.reads <= loop.chunks
+
+
+def test_the_search_state_is_the_declared_one():
+    """search.py allocates exactly decoding/contract.py's state, and packs the result into one arena
+    the host reads at once."""
+    from edge_caption.backends.torch_cuda.search import DTYPES, make_search, result_views
+    from edge_caption.decoding.contract import BEAM_STATE, GREEDY_STATE, SearchPlan
+
+    for beams, spec in ((3, BEAM_STATE), (1, GREEDY_STATE)):
+        plan = SearchPlan(2, beams, (5, 6), (7, 8), DecodeOptions(num_beams=beams, max_new_tokens=4))
+        search = make_search(plan, torch.device("cpu"))
+        assert list(search.state) == [s.name for s in spec]
+        for s in spec:
+            t = search.state[s.name]
+            assert t.shape == plan.shape(s) and t.dtype == DTYPES[s.dtype], s.name
+        search.state[spec[0].name].fill_(7)
+        search.pack()
+        views = result_views(search.arena, plan)
+        assert set(views) == set(plan.result_names())
+        assert (views[spec[0].name] == 7).all()
 
 
 def test_fp16_programs_run_and_mostly_agree_on_the_cpu(exported):
@@ -117,21 +165,55 @@ def test_a_bundle_without_programs_says_how_to_get_them(exported):
 @pytest.mark.gpu
 @pytest.mark.parametrize("family", ["vit_gpt2", "blip"])
 def test_gpu_fp32_gives_generate_tokens_and_replays_graphs(exported, family):
+    """Uncompiled fp32 programs with CUDA graphs: generate()'s tokens exactly, first pass eager, later
+    passes replaying the captured encoder and decoding graphs."""
     from edge_caption.backends.torch_cuda import TorchCudaBackend
 
     model, bundle = exported(family, 0, TORCH)
     b = Bundle.open(bundle)
-    backend = TorchCudaBackend(b, device=0, dtype="float32")
+    backend = TorchCudaBackend(b, device=0, dtype="float32", compile=False)
     tok = b.manifest.tokenizer
     pixels = _pixels()
     torch.backends.cuda.matmul.allow_tf32 = False
-    for grid in GRID:
+    model = copy.deepcopy(model).cuda()      # the fixture shares the CPU model with other tests
+    for grid in GRID + ON_DEVICE:
         opts = DecodeOptions(max_new_tokens=10).replace(**grid)
         want = reference(model, pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
-        for _ in range(2):                  # the second pass replays the graphs the first one captured
+        for _ in range(3):          # eager, then capture + replay, then replay
             assert _tokens(backend, b.manifest, pixels, opts) == want, f"{family} {grid}"
-    assert backend._graphs, "no step was captured into a CUDA graph"
+        assert backend.last_loop.captured, "the decoding was not captured into CUDA graphs"
+    assert any(e.graph is not None for e in backend._encoders.values()), "the encoder was not captured"
     backend.close()
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_compiled_fp32_agrees_and_a_caption_never_synchronises(exported):
+    """Inductor-compiled fp32 programs (fused kernels round differently from eager ones: agreement, not
+    identity), and a whole caption under torch.cuda.set_sync_debug_mode("error") after warm-up."""
+    from edge_caption.backends.torch_cuda import TorchCudaBackend
+
+    model, bundle = exported("vit_gpt2", 0, TORCH)
+    b = Bundle.open(bundle)
+    backend = TorchCudaBackend(b, device=0, dtype="float32", compile=True)
+    tok = b.manifest.tokenizer
+    pixels = _pixels(count=8)
+    opts = DecodeOptions(max_new_tokens=10, num_beams=3)
+    want = reference(copy.deepcopy(model).cuda(), pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
+    for _ in range(2):
+        got = _tokens(backend, b.manifest, pixels, opts)
+    agreement = sum(a == w for a, w in zip(got, want)) / len(want)
+    print(f"compiled fp32 agrees with generate() fp32 on {agreement:.0%} of {len(want)} captions")
+    assert agreement >= 0.75
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        assert _tokens(backend, b.manifest, pixels, opts) == got
+        timings = backend.timings()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert timings["encode"] > 0 and timings["decode"] > 0
+    assert backend.last_loop.reads <= backend.last_loop.chunks
 
 
 @gpu

@@ -10,32 +10,33 @@ NAMES = ("auto", "tensorrt", "torch-cuda", "onnxruntime")
 
 
 def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None = 0,
-                   threads: int | None = None) -> tuple[Backend, str]:
+                   threads: int | None = None, cuda_graphs: bool = True) -> tuple[Backend, str]:
     """The backend asked for (or the best one here under "auto"), and why it was chosen.
 
-    `threads`: CPU threads one call may use (None: every core this process may run on)."""
+    `threads`: CPU threads one call may use (None: every core this process may run on);
+    `cuda_graphs`: whether GPU backends replay captured graphs."""
     if backend not in NAMES:
         raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise OptionError(f"threads must be an integer >= 1 (or None for every core), got {threads!r}")
     if backend == "torch-cuda":
-        return _torch_cuda(bundle, device), "asked for by name"
+        return _torch_cuda(bundle, device, cuda_graphs), "asked for by name"
     if backend == "tensorrt":
         from .tensorrt import TensorRTBackend
 
-        return TensorRTBackend(bundle, device=device), "asked for by name"
+        return TensorRTBackend(bundle, device=device, cuda_graphs=cuda_graphs), "asked for by name"
     skipped = {}
     if backend == "auto":
         from . import tensorrt
 
         skipped["tensorrt"] = tensorrt.why_not(bundle, device)
         if skipped["tensorrt"] is None:
-            made = tensorrt.TensorRTBackend(bundle, device=device)
+            made = tensorrt.TensorRTBackend(bundle, device=device, cuda_graphs=cuda_graphs)
             return made, f"tensorrt ({made.describe}): an engine matches this GPU"
         skipped["torch-cuda"] = why_not_torch_cuda(bundle)
         if skipped["torch-cuda"] is None:
             try:        # a CPU-only torch wheel beside a driver, an old torch: fall back, saying why
-                made = _torch_cuda(bundle, device)
+                made = _torch_cuda(bundle, device, cuda_graphs)
                 return made, f"torch-cuda ({made.describe}): no TensorRT engine here; the bundle has torch programs"
             except BackendUnavailableError as exc:
                 skipped["torch-cuda"] = str(exc).split(";")[0]
@@ -63,7 +64,7 @@ def why_not_torch_cuda(bundle: Bundle) -> str | None:
     return None
 
 
-def _torch_cuda(bundle: Bundle, device: int | None) -> Backend:
+def _torch_cuda(bundle: Bundle, device: int | None, cuda_graphs: bool) -> Backend:
     if bundle.manifest.torch_programs is None:      # said before importing torch: it is the first fix
         raise no_torch_programs(bundle)
     try:
@@ -71,5 +72,5 @@ def _torch_cuda(bundle: Bundle, device: int | None) -> Backend:
     except ImportError as exc:
         raise BackendUnavailableError(f"backend='torch-cuda' needs torch ({exc.name} is missing): "
                                       "pip install 'edge-caption[gpu]'") from exc
-    return TorchCudaBackend(bundle, device=device)
+    return TorchCudaBackend(bundle, device=device, cuda_graphs=cuda_graphs)
 

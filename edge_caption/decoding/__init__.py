@@ -8,8 +8,9 @@ import numpy as np
 from ..manifest import Manifest
 from ..options import DecodeOptions
 from .beam import beam_search
+from .contract import DeviceLoopBackend, SearchPlan, StaticStepBackend, StepBackend
 from .greedy import greedy_search
-from .state import DecoderState, StepBackend
+from .state import DecoderState
 from .static import StaticDecoderState, cache_length
 
 
@@ -32,16 +33,28 @@ def decode(backend: StepBackend, manifest: Manifest, memory: dict[str, np.ndarra
     if trace is not None and trace not in manifest.step_extras:
         raise ValueError(f"the {manifest.family} step has no {trace!r} output to trace "
                          f"(it has: {', '.join(manifest.step_extras) or 'none'})")
-    if getattr(backend, "static_step", False):
-        images = next(iter(memory.values())).shape[0]
+    images = next(iter(memory.values())).shape[0]
+    if isinstance(backend, DeviceLoopBackend):
+        why = backend.device_loop_reason(options, trace)
+        if why is not None:
+            raise ValueError(f"this backend decodes on its device only, and cannot here: {why}")
+        plan = SearchPlan(int(images), options.num_beams, tuple(int(t) for t in prompt), tuple(int(t) for t in eos),
+                          options)
+        found = backend.decode_on_device(memory, plan)
+    elif isinstance(backend, StaticStepBackend) and backend.static_step:
         length = cache_length(len(prompt), options.max_new_tokens)
         session = backend.static_session(memory, options.num_beams, length)
         state = StaticDecoderState(session, manifest, images, options.num_beams, length)
+        found = _host_search(state, prompt, eos, options, trace)
     else:
         state = DecoderState(backend, manifest, memory, rows_per_image=options.num_beams)
-    search = greedy_search if options.num_beams == 1 else beam_search
-    found = search(state, prompt, eos, options, trace)
+        found = _host_search(state, prompt, eos, options, trace)
     return [[Hypothesis(ids, score, t) for ids, score, t in per_image] for per_image in found]
+
+
+def _host_search(state, prompt, eos, options, trace):
+    search = greedy_search if options.num_beams == 1 else beam_search
+    return search(state, prompt, eos, options, trace)
 
 
 __all__ = ["decode", "DecoderState", "Hypothesis", "Hypotheses"]

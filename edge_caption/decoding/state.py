@@ -5,18 +5,12 @@ Generic over the manifest's state spec, so a new family needs no change here. Ro
 """
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
 from ..manifest import Manifest, StateSpec
+from .contract import StepBackend
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
-
-
-class StepBackend(Protocol):
-    def step(self, input_ids: np.ndarray, memory: dict[str, np.ndarray], state: dict[str, np.ndarray]
-             ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]: ...
 
 
 class DecoderState:

@@ -7,39 +7,11 @@ caches where it keeps them (numpy arrays for ONNX Runtime, two device buffer set
 """
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
 from ..errors import OptionError
 from ..manifest import Manifest, StateSpec
-from ..options import DecodeOptions
-
-
-class StaticSession(Protocol):
-    top_k: int
-
-    def run(self, input_ids: np.ndarray, position: int, beam_index: np.ndarray, beam_scores: np.ndarray) -> None:
-        """One step: int64 [N,1] ids, int64 [N] rows of the previous step, float32 [N] added before the top-k."""
-
-    def top(self) -> tuple[np.ndarray, np.ndarray]:
-        """The last step's per-row top-k: (float32 scores [N, top_k], int64 ids), best first."""
-
-    def logits(self) -> np.ndarray:
-        """The last step's float32 logits [N, V] (for history-dependent processors)."""
-
-    def keep(self, images: np.ndarray) -> None:
-        """From the next step on, only these images' memory (positions in the active list)."""
-
-    # optional: a session that applies history-dependent processors where the logits are
-    def processes(self, options: DecodeOptions) -> bool:
-        """Whether processed_top can serve steps with these options' processors."""
-
-    def processed_top(self, history: np.ndarray, options: DecodeOptions, prompt_len: int, eos_ids: np.ndarray,
-                      greedy: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The last step's top-k after the processors, in generate()'s order: greedy processes the raw
-        logits (top-1: (log-softmax of the processed row at the argmax, the argmax)); beam search the
-        log-softmax, then adds the beam scores (top_k per row)."""
+from .contract import StaticSession
 
 
 def cache_shape(spec: StateSpec, rows: int, length: int) -> tuple[int, ...]:
@@ -68,9 +40,10 @@ def take_step(state, input_ids: np.ndarray, needed: int, processors: tuple | Non
     (the step's own top-k, None) where the step can give it, else (None, logits [rows, V]).
 
     `processors`: (history, options, prompt_len, eos_ids, greedy) when a history-dependent processor
-    applies this step, else None. A DecoderState (top_k 0) always answers with logits."""
-    if needed <= state.top_k and (processors is None or state.processes(processors[1])):
-        top = state.step_top(input_ids, beam_scores, processors, needed)
+    applies this step, else None: then the whole rows are needed. A DecoderState (top_k 0) always
+    answers with logits."""
+    if needed <= state.top_k and processors is None:
+        top = state.step_top(input_ids, beam_scores, needed)
         return (top, None) if top is not None else (None, state.last_logits())
     return None, state.step(input_ids)
 
@@ -117,24 +90,18 @@ class StaticDecoderState:
         self._run(input_ids, None)
         return self.last_logits()
 
-    def processes(self, options: DecodeOptions) -> bool:
-        """Whether steps with history-dependent processors can stay on the top-k path (the session
-        applies them where the logits are)."""
-        check = getattr(self.session, "processes", None)
-        return bool(check is not None and check(options))
-
     def step_top(self, input_ids: np.ndarray, beam_scores: np.ndarray | None = None,
-                 processors: tuple | None = None, needed: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+                 needed: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
         """Run the step; its per-row top-k of log-softmax + `beam_scores` (None: zeros), computed where
         the step runs, in generate()'s order (by value, then the lower id: a GPU top-k does not promise
-        the second). `processors`: (history, options, prompt_len, eos_ids, greedy) for processed_top.
+        the second).
 
         None where a tie leaves the answer to the logits (`last_logits()` then): greedy (`needed` 1)
         when the best two log-probs are equal (generate() takes the argmax of the logits, which one
         rounding may have merged); beam search when the `needed`-th value runs on to the last one the
         step kept (equal candidates past it may have lower ids)."""
         self._run(input_ids, beam_scores)
-        values, ids = self.session.top() if processors is None else self.session.processed_top(*processors)
+        values, ids = self.session.top()
         values, ids = np.asarray(values, dtype=np.float32), np.asarray(ids, dtype=np.int64)
         order = np.lexsort((ids, -values), axis=-1)
         values, ids = np.take_along_axis(values, order, axis=1), np.take_along_axis(ids, order, axis=1)

@@ -2,77 +2,71 @@
 
 The programs (export targets "torch") are the encoder and the TensorRT-shaped step, traced once per
 dtype (fp32 and fp16; a traced program's casts fix its dtype, so one is never cast to another). The
-step is the contract TensorRT gets: a max-length cache written at the position, the beam reorder as
-a gather inside the step, cross-attention K/V once per image, log-softmax + beam scores + per-row
-top-k inside; per step the host sends the ids, position, beam index and beam scores and reads back
-top_k candidates per row.
+whole search runs on the device (`loop.py`, `search.py`: decoding/contract.py's device loop), so a
+caption costs a few graph launches and one host read.
 
-CUDA graphs: a step whose (rows, images, cache length) came before is captured into a
-`torch.cuda.CUDAGraph` on fixed buffers and replayed, with the new cache copied back into the fixed
-cache buffer inside the graph (the exported step is functional, so its outputs land in the graph's
-own pool; that copy is the price of replaying an unmodified program). Graphs with the same image
-count share one fixed memory buffer; they outlive a caption batch. This module is the only runtime
-code that imports torch, and only when the backend is chosen.
+On a GPU the programs are compiled with Inductor (`torch.compile`: fused kernels; its on-disk cache
+is keyed by the GPU and the torch version, so a compiled step is reused across processes), then
+captured into CUDA graphs per shape: the encoder per image count, the decoding per `SearchPlan`,
+both bounded in number (least recently used ones are released). A shape runs eagerly the first
+time (compiling, warming up) and from graphs after. Timings come from CUDA events recorded between
+the encoder's and the decoding's graphs, read with the result.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import re
-from dataclasses import dataclass
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 
 from ...bundle import Bundle
-from ...decoding.static import cache_shape
+from ...decoding.contract import SearchPlan
+from ...decoding.static import cache_length, cache_shape
 from ...errors import BackendUnavailableError, OptionError
 from ..base import no_torch_programs
+from .compiled import Compiled
+from .loop import CaptionLoop
 from .programs import load_program
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-MAX_GRAPHS = 32
+MAX_LOOPS = 8           # decoding plans kept with their graphs and caches
+MAX_ENCODERS = 4        # image counts kept with their encoder graphs
 
 
-def _version(text: str) -> tuple[int, ...]:
+def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
 
-@dataclass
-class _CapturedStep:
-    """A captured step: its fixed small inputs and caches, the shared memory buffers, its outputs."""
+class _Encoder:
+    """The encoder at one image count: fixed input, and a graph once warmed up."""
 
-    graph: Any
-    small: list[torch.Tensor]
-    memory: "_FixedMemory"
-    caches: list[torch.Tensor]
-    outputs: tuple[torch.Tensor, ...]
-
-
-@dataclass
-class _FixedMemory:
-    """The image memory every graph of one image count reads; `session` says whose it holds."""
-
-    tensors: list[torch.Tensor]
-    session: int = -1
+    def __init__(self, images: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+        self.pixels = torch.zeros((images, *shape), dtype=dtype, device=device)
+        self.staging = torch.empty((images, *shape), dtype=torch.float32, pin_memory=device.type == "cuda")
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.outputs: tuple[torch.Tensor, ...] = ()
+        self.runs = 0
 
 
 class TorchCudaBackend:
     name = "torch-cuda"
-    static_step = True                  # decode() runs the static step through static_session()
 
     def __init__(self, bundle: Bundle, *, device: int | str | None = 0, dtype: str = "float16",
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, compile: bool | None = None):
         """`device`: a GPU index; "cpu" runs the fp32 programs on the CPU, which is how the backend's
-        logic is tested on machines without a GPU. `dtype`: one the bundle's programs were traced in."""
+        logic is tested on machines without a GPU. `dtype`: one the bundle's programs were traced in.
+        `compile`: Inductor-compile the programs (default: on a GPU)."""
         m = bundle.manifest
         if m.torch_programs is None:
             raise no_torch_programs(bundle)
         programs = m.torch_programs
-        if _version(torch.__version__) < _version(programs.torch_version):
+        if parse_version(torch.__version__) < parse_version(programs.torch_version):
             raise BackendUnavailableError(f"the programs in {bundle.path} were saved by torch {programs.torch_version}; "
                                           f"this is torch {torch.__version__}: pip install 'torch>={programs.torch_version}'")
         if dtype not in programs.encoder:
@@ -85,19 +79,25 @@ class TorchCudaBackend:
                 raise BackendUnavailableError("torch sees no CUDA GPU (torch.cuda.is_available() is False); "
                                               "use backend='onnxruntime', or install a CUDA build of torch")
             self.device = torch.device("cuda", device or 0)
+        cuda = self.device.type == "cuda"
         self.dtype = DTYPES[dtype]
-        self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        self.use_graphs = cuda_graphs and cuda
         self.manifest = m
         self._encoder = self._load(bundle, programs.encoder[dtype])
         self._step = self._load(bundle, programs.static_step[dtype])
+        if compile if compile is not None else cuda:
+            self._encoder, self._step = Compiled(self._encoder), Compiled(self._step)
         self._memory_names = list(m.memory)
         self._step_memory = [n for n in m.static_step.inputs if n in m.memory]
-        self._graphs: dict[tuple, _CapturedStep] = {}
-        self._memory: dict[int, _FixedMemory] = {}
-        self._seen: set[tuple] = set()
-        self._sessions = 0
-        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        self.describe = f"torch {torch.__version__}, {gpu}, {dtype}{', CUDA graphs' if self.use_graphs else ''}"
+        self._encoders: OrderedDict[int, _Encoder] = OrderedDict()
+        self._loops: OrderedDict[SearchPlan, CaptionLoop] = OrderedDict()
+        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(3)] if cuda else None
+        self.last_loop: CaptionLoop | None = None
+        gpu = torch.cuda.get_device_name(self.device) if cuda else "CPU"
+        self.compile = isinstance(self._step, Compiled)
+        extras = [x for x, on in (("compiled", self.compile),
+                                  ("CUDA graphs", self.use_graphs)) if on]
+        self.describe = f"torch {torch.__version__}, {gpu}, {dtype}" + "".join(f", {x}" for x in extras)
 
     def _load(self, bundle: Bundle, file: str):
         try:
@@ -110,16 +110,79 @@ class TorchCudaBackend:
         """The context every call runs in: this backend's GPU, whatever the caller's current one is."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
+    # ---- encoding ------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode(self, pixel_values: np.ndarray) -> dict[str, torch.Tensor]:
+    def encode(self, pixel_values: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """float32 [B,3,H,W] pixel values (numpy, or a tensor already on this device) -> the memory
+        tensors, on the device. With graphs they are the encoder graph's fixed outputs: valid until
+        the next encode() of as many images."""
         with self.on_device():
-            pixels = torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device, self.dtype)
-            return dict(zip(self._memory_names, self._encoder(pixels)))
+            images = int(pixel_values.shape[0])
+            enc = self._encoder_for(images, tuple(pixel_values.shape[1:]))
+            if self._events is not None:
+                self._events[0].record()
+            if isinstance(pixel_values, torch.Tensor):
+                enc.pixels.copy_(pixel_values, non_blocking=True)
+            else:
+                enc.staging.numpy()[...] = pixel_values
+                enc.pixels.copy_(enc.staging, non_blocking=True)
+            if enc.graph is not None:
+                enc.graph.replay()
+                outputs = enc.outputs
+            elif self.use_graphs and enc.runs >= 1:
+                enc.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(enc.graph):
+                    enc.outputs = tuple(self._encoder(enc.pixels))
+                enc.graph.replay()
+                outputs = enc.outputs
+            else:
+                outputs = self._encoder(enc.pixels)
+            enc.runs += 1
+            if self._events is not None:
+                self._events[1].record()
+            return dict(zip(self._memory_names, outputs))
 
-    def static_session(self, memory: dict[str, Any], rows_per_image: int, length: int) -> "TorchStaticSession":
-        self._sessions += 1
-        return TorchStaticSession(self, [self._as_tensor(memory[n]) for n in self._step_memory], rows_per_image,
-                                  length, self._sessions)
+    def _encoder_for(self, images: int, shape: tuple[int, ...]) -> _Encoder:
+        enc = self._encoders.get(images)
+        if enc is None or tuple(enc.pixels.shape[1:]) != shape:
+            enc = self._encoders[images] = _Encoder(images, shape, self.dtype, self.device)
+            while len(self._encoders) > MAX_ENCODERS:
+                self._encoders.popitem(last=False)
+        self._encoders.move_to_end(images)
+        return enc
+
+    # ---- decoding (decoding/contract.py's DeviceLoopBackend) ----------------------------------
+    def device_loop_reason(self, options, trace: str | None) -> str | None:
+        if trace is not None:
+            return f"tracing {trace!r} per token is done by the host loop"
+        return None
+
+    @torch.inference_mode()
+    def decode_on_device(self, memory: dict[str, Any], plan: SearchPlan):
+        with self.on_device():
+            tensors = [self._as_tensor(memory[n]) for n in self._step_memory]
+            loop = self._loops.get(plan)
+            if loop is None:
+                length = cache_length(len(plan.prompt), plan.options.max_new_tokens)
+                shapes = [cache_shape(s, plan.images * plan.beams, length) for s in self.manifest.state]
+                loop = self._loops[plan] = CaptionLoop(self._step, plan, tensors, shapes, self.dtype,
+                                                       graphs=self.use_graphs, compile=self.compile)
+                while len(self._loops) > MAX_LOOPS:
+                    self._loops.popitem(last=False)
+            self._loops.move_to_end(plan)
+            self.last_loop = loop
+            found = loop.run(tensors)
+            if self._events is not None:
+                self._events[2].record()
+            return found
+
+    def timings(self) -> dict[str, float] | None:
+        """encode and decode of the last caption batch, in ms, from CUDA events (None on a CPU)."""
+        if self._events is None:
+            return None
+        start, encoded, decoded = self._events
+        decoded.synchronize()       # already complete: the result was read after it
+        return {"encode": start.elapsed_time(encoded), "decode": encoded.elapsed_time(decoded)}
 
     def _as_tensor(self, value: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
@@ -127,135 +190,9 @@ class TorchCudaBackend:
         return torch.from_numpy(np.asarray(value)).to(self.device, self.dtype)
 
     def close(self) -> None:
-        self._graphs.clear()
-        self._memory.clear()
+        self._loops.clear()
+        self._encoders.clear()
         self._encoder = self._step = None
+        self.last_loop = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-class TorchStaticSession:
-    """One caption batch: the caches as tensors, or inside a captured graph's fixed buffers."""
-
-    def __init__(self, backend: TorchCudaBackend, memory: list[torch.Tensor], rows_per_image: int, length: int,
-                 number: int):
-        self.backend, self.memory, self.number, self.length = backend, memory, number, length
-        self.top_k = backend.manifest.static_step.top_k
-        self.images = memory[0].shape[0] if memory else 0
-        rows = self.images * rows_per_image
-        with backend.on_device():
-            self.caches = [torch.zeros(cache_shape(s, rows, length), dtype=backend.dtype, device=backend.device)
-                           for s in backend.manifest.state]
-        self.rows = rows
-        self.owner: _CapturedStep | None = None    # the graph whose fixed buffers hold the current cache
-        self.last: tuple[torch.Tensor, ...] = ()
-
-    @staticmethod
-    def _host(ids, position, beam_index, beam_scores) -> list[torch.Tensor]:
-        """The step's small inputs as CPU tensors (the prompt's and the beam search's, from numpy)."""
-        return [torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)), torch.tensor([position], dtype=torch.int64),
-                torch.from_numpy(np.ascontiguousarray(beam_index, dtype=np.int64)),
-                torch.from_numpy(np.ascontiguousarray(beam_scores, dtype=np.float32))]
-
-    @torch.inference_mode()
-    def run(self, input_ids, position, beam_index, beam_scores) -> None:
-        b = self.backend
-        with b.on_device():
-            n = len(beam_index)
-            caches = self.owner.caches if self.owner is not None else self.caches
-            key = (n, self.images, self.length)
-            graph = b._graphs.get(key) if n == self.rows else None
-            if graph is not None:
-                self._replay(graph, input_ids, position, beam_index, beam_scores, caches)
-                return
-            small = [t.to(b.device) for t in self._host(input_ids, position, beam_index, beam_scores)]
-            self.beam_scores = small[3]
-            out = b._step(*small, *self.memory, *caches)
-            self.last, self.caches, self.owner, self.rows = out[:3], list(out[3:]), None, n
-            if b.use_graphs and n == len(caches[0]) and key in b._seen and len(b._graphs) < MAX_GRAPHS:
-                self._capture(key, small)
-            b._seen.add(key)
-
-    def _capture(self, key: tuple, small: list[torch.Tensor]) -> None:
-        """The second time a shape comes, record it on fixed buffers (this step's result is already in
-        self.caches: the capture itself runs nothing)."""
-        b = self.backend
-        fixed_memory = b._memory.get(self.images)
-        if fixed_memory is None:
-            fixed_memory = b._memory[self.images] = _FixedMemory([t.clone() for t in self.memory], self.number)
-        elif fixed_memory.session != self.number:
-            for buffer, current in zip(fixed_memory.tensors, self.memory):
-                buffer.copy_(current)
-            fixed_memory.session = self.number
-        inputs = [t.clone() for t in small]
-        fixed = [t.clone() for t in self.caches]
-        try:
-            side = torch.cuda.Stream()     # warm-up on a side stream, as CUDA graph capture asks;
-            side.wait_stream(torch.cuda.current_stream())      # the step is functional: nothing changes
-            with torch.cuda.stream(side):
-                b._step(*inputs, *fixed_memory.tensors, *fixed)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = b._step(*inputs, *fixed_memory.tensors, *fixed)
-                for buffer, present in zip(fixed, out[3:]):
-                    buffer.copy_(present)
-        except Exception as exc:   # torch raises RuntimeError subclasses of many kinds here
-            log.warning("CUDA graph capture failed for %s (%s); running without graphs", key, exc)
-            b.use_graphs = False
-            return
-        entry = _CapturedStep(graph, inputs, fixed_memory, fixed, tuple(out[:3]))
-        b._graphs[key] = entry
-        self.owner = entry
-
-    def _replay(self, graph: _CapturedStep, ids, position, beam_index, beam_scores, caches) -> None:
-        if self.owner is not graph:
-            for buffer, current in zip(graph.caches, caches):
-                buffer.copy_(current)
-        if graph.memory.session != self.number:
-            for buffer, current in zip(graph.memory.tensors, self.memory):
-                buffer.copy_(current)
-            graph.memory.session = self.number
-        for buffer, value in zip(graph.small, self._host(ids, position, beam_index, beam_scores)):
-            buffer.copy_(value, non_blocking=True)
-        graph.graph.replay()
-        self.owner, self.last, self.beam_scores = graph, graph.outputs, graph.small[3]
-
-    def processes(self, options) -> bool:
-        # repetition penalty and min length are two tensor ops here; n-gram blocking is a per-row
-        # search over the history (generate() runs it on the host too): those steps read the logits
-        return options.no_repeat_ngram_size == 0
-
-    @torch.inference_mode()
-    def processed_top(self, history, options, prompt_len, eos_ids, greedy):
-        """generate()'s processor order on the device: see decoding/static.py's StaticSession."""
-        dev = self.backend.device
-        with self.backend.on_device():
-            logits = self.last[2].float()
-            scores = logits.clone() if greedy else torch.log_softmax(logits, dim=-1)
-            if options.repetition_penalty != 1.0:
-                ids = torch.from_numpy(np.ascontiguousarray(history, dtype=np.int64)).to(dev)
-                valid = ids < scores.shape[1]       # ids past the LM head (a BLIP prompt's) are never penalised
-                seen = torch.zeros(scores.shape, dtype=torch.uint8, device=dev).scatter_reduce_(
-                    1, torch.where(valid, ids, 0), valid.to(torch.uint8), reduce="amax").bool()
-                penalty = torch.tensor(options.repetition_penalty, dtype=torch.float32, device=dev)
-                scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
-            if history.shape[1] - prompt_len < options.min_new_tokens:
-                scores[:, torch.from_numpy(np.asarray(eos_ids, dtype=np.int64)).to(dev)] = float("-inf")
-            if greedy:
-                token = scores.argmax(dim=-1, keepdim=True)
-                return torch.log_softmax(scores, dim=-1).gather(1, token).cpu().numpy(), token.cpu().numpy()
-            scores = scores + self.beam_scores.unsqueeze(1)
-            values, ids = torch.topk(scores, self.top_k, dim=-1, largest=True, sorted=True)
-            return values.cpu().numpy(), ids.cpu().numpy()
-
-    def top(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.last[0].float().cpu().numpy(), self.last[1].cpu().numpy()
-
-    def logits(self) -> np.ndarray:
-        return self.last[2].float().cpu().numpy()
-
-    def keep(self, images: np.ndarray) -> None:
-        index = torch.from_numpy(np.asarray(images, dtype=np.int64)).to(self.backend.device)
-        self.memory = [t.index_select(0, index) for t in self.memory]
-        self.images = len(images)
