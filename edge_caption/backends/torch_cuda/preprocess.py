@@ -125,8 +125,9 @@ class DevicePreprocessor:
             x = self._apply(x, step)
         if self.spec.color == "bgr":
             x = x.flip(1)
-        # the CPU path's table lookup: lut[c, value] for channel c
-        return torch.take(self._lut, x.long() + self._channel_base)
+        # the CPU path's table lookup: lut[c, value] for channel c (index_select: no host-side bounds read)
+        index = x.long() + self._channel_base
+        return self._lut.index_select(0, index.reshape(-1)).view(index.shape)
 
     def _plan(self, h: int, w: int) -> list[_Step]:
         key = (h, w)
