@@ -81,6 +81,20 @@ def test_mixed_sizes_in_one_call_keep_their_order():
     _check(SPECS["vit"], frames[:1] * 3)        # one size: one upload, one resize for the batch
 
 
+def test_plans_are_cached_per_size_and_bounded():
+    from edge_caption.backends.torch_cuda import preprocess as module
+
+    prep = DevicePreprocessor(SPECS["mode-bilinear"], "cpu")
+    prep([_frame(30, 40)])
+    first = prep._plans[(30, 40)]
+    prep([_frame(30, 40, seed=1)])
+    assert prep._plans[(30, 40)] is first
+    for h in range(1, module._PLANS_KEPT + 5):
+        _check(SPECS["mode-bilinear"], [_frame(h, 40)])
+        prep([_frame(h, 40)])
+    assert len(prep._plans) == module._PLANS_KEPT
+
+
 def test_half_precision_is_the_cpu_numbers_rounded():
     _check(SPECS["vit"], [_frame(480, 640)], dtype=torch.float16)
 

@@ -15,6 +15,7 @@ functions, and the last step is a lookup in the CPU path's rescale/normalise tab
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from ...preprocess import _PRECISION, _bands, _center_crop, _lut, _shortest_edge
 # A plan step: ("rows", W) resamples the height with W [oh, H]; ("cols", Wt) the width with Wt [W, ow];
 # ("gather", index, (h, w)) picks pixels of the flattened image (index 0 is a zero pixel, then 1 + y*W + x).
 _Step = tuple
+_PLANS_KEPT = 16          # input sizes whose device-side plans stay cached (a camera has one; photos vary)
 
 
 def weight_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
@@ -92,7 +94,7 @@ class DevicePreprocessor:
         self.device = torch.device(device)
         self.dtype = dtype
         self._pinned = self.device.type == "cuda"
-        self._plans: dict[tuple[int, int], list[_Step]] = {}
+        self._plans: OrderedDict[tuple[int, int], list[_Step]] = OrderedDict()
         lut = _lut(float(spec.rescale), tuple(spec.mean), tuple(spec.std))     # [3, 256] float32
         self._lut = self._upload(lut.reshape(-1)).to(dtype)
         self._channel_base = self._upload(np.arange(0, 768, 256, dtype=np.int64).reshape(1, 3, 1, 1))
@@ -131,11 +133,12 @@ class DevicePreprocessor:
 
     def _plan(self, h: int, w: int) -> list[_Step]:
         key = (h, w)
-        if key not in self._plans:
-            steps = []
-            for kind, array, *rest in plan(h, w, self.spec):
-                steps.append((kind, self._upload(array), *rest))
-            self._plans[key] = steps
+        if key in self._plans:
+            self._plans.move_to_end(key)
+        else:
+            self._plans[key] = [(kind, self._upload(array), *rest) for kind, array, *rest in plan(h, w, self.spec)]
+            if len(self._plans) > _PLANS_KEPT:
+                self._plans.popitem(last=False)
         return self._plans[key]
 
     @staticmethod
