@@ -95,6 +95,15 @@ def test_plans_are_cached_per_size_and_bounded():
     assert len(prep._plans) == module._PLANS_KEPT
 
 
+@pytest.mark.parametrize("name", ["vit", "shortest-edge-crop-bgr"])
+def test_bgr_frames_swapped_on_the_device(name):
+    bgr = [_frame(480, 640), _frame(37, 53)]
+    got = DevicePreprocessor(SPECS[name], "cpu")(bgr, color="bgr")
+    assert torch.equal(got, torch.from_numpy(preprocess([to_rgb_uint8(f) for f in bgr], SPECS[name])))
+    with pytest.raises(FrameError, match="color"):
+        DevicePreprocessor(SPECS[name], "cpu")(bgr, color="BGR")
+
+
 def test_half_precision_is_the_cpu_numbers_rounded():
     _check(SPECS["vit"], [_frame(480, 640)], dtype=torch.float16)
 
@@ -181,6 +190,7 @@ def test_gpu_parity_without_synchronisation():
             try:
                 for _ in range(2):                       # the first call builds the plans
                     outputs.append(prep(frames))
+                outputs.append(prep([f[..., ::-1].copy() for f in frames], color="bgr"))
             finally:
                 torch.cuda.set_sync_debug_mode("default")
             want = preprocess(frames, SPECS[name])

@@ -99,9 +99,15 @@ class DevicePreprocessor:
         self._lut = self._upload(lut.reshape(-1)).to(dtype)
         self._channel_base = self._upload(np.arange(0, 768, 256, dtype=np.int64).reshape(1, 3, 1, 1))
 
-    def __call__(self, frames: list[np.ndarray]) -> torch.Tensor:
+    def __call__(self, frames: list[np.ndarray], color: str = "rgb") -> torch.Tensor:
         """RGB uint8 [H,W,3] frames (as `to_rgb_uint8` gives them; sizes may differ) -> pixel values
-        [B,3,h,w] on `device` in `dtype`, the numbers `preprocess(frames, spec)` gives."""
+        [B,3,h,w] on `device` in `dtype`, the numbers `preprocess(frames, spec)` gives.
+
+        `color="bgr"`: the frames are OpenCV's BGR [H,W,3] arrays; the channels are swapped on the
+        device, which spares the host a conversion pass over every frame."""
+        if color not in ("rgb", "bgr"):
+            raise FrameError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        swap = (color == "bgr") != (self.spec.color == "bgr")
         h, w = self.spec.size
         groups: dict[tuple[int, int], list[int]] = {}
         for i, frame in enumerate(frames):
@@ -112,20 +118,20 @@ class DevicePreprocessor:
         if len(groups) <= 1:
             if not frames:
                 return torch.empty((0, 3, h, w), dtype=self.dtype, device=self.device)
-            return self._group(frames)
+            return self._group(frames, swap)
         out = torch.empty((len(frames), 3, h, w), dtype=self.dtype, device=self.device)
         for members in groups.values():
             index = self._upload(np.asarray(members, np.int64))
-            out.index_copy_(0, index, self._group([frames[i] for i in members]))
+            out.index_copy_(0, index, self._group([frames[i] for i in members], swap))
         return out
 
     # ---- one size --------------------------------------------------------------------------
-    def _group(self, frames: list[np.ndarray]) -> torch.Tensor:
+    def _group(self, frames: list[np.ndarray], swap: bool) -> torch.Tensor:
         """Frames of one size -> [n,3,h,w]: one upload, one pass of each step for the whole group."""
         x = self._upload_frames(frames).permute(0, 3, 1, 2)           # [n,3,H,W] uint8
         for step in self._plan(*frames[0].shape[:2]):
             x = self._apply(x, step)
-        if self.spec.color == "bgr":
+        if swap:            # resampling treats channels alike, so the swap may come last
             x = x.flip(1)
         # the CPU path's table lookup: lut[c, value] for channel c (index_select: no host-side bounds read)
         index = x.long() + self._channel_base
