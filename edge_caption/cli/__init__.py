@@ -11,6 +11,7 @@ from typing import Sequence
 
 from ..errors import EdgeCaptionError
 from . import caption, doctor, engines, evaluate, scale, stream
+from .common import Parser
 
 # The order of `edge-caption --help`.
 COMMANDS = (caption, engines, evaluate, stream, scale, doctor)
@@ -19,7 +20,7 @@ COMMANDS = (caption, engines, evaluate, stream, scale, doctor)
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="edge-caption", description="Fast image captioning from Jetson to H100.")
+    parser = Parser(prog="edge-caption", description="Fast image captioning from Jetson to H100.")
     parser.add_argument("--version", action="version", version=f"edge-caption {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS:

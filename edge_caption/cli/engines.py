@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from ..errors import EdgeCaptionError
-from .common import SAMPLE, bundle_only
+from .common import SAMPLE, bundle_only, flag
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -177,8 +177,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", help="the bundle (default: the shipped model)")
     p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (needs --calibration) | fp8")
     p.add_argument("--batch", default="1,8", help="batch sizes to optimize for, one profile each (default 1,8)")
-    p.add_argument("--num-beams", type=int, help="most beams per image (default: max(the bundle's, 4))")
-    p.add_argument("--max-new-tokens", type=int, help="longest caption (default: the bundle's)")
+    p.add_argument(*flag("num_beams"), type=int, help="most beams per image (default: max(the bundle's, 4))")
+    p.add_argument(*flag("max_new_tokens"), type=int, help="longest caption (default: the bundle's)")
     p.add_argument("--calibration", help="int8: a folder of images or a video like the camera's")
     p.add_argument("--timing-cache", help="timing cache file, reused between builds "
                                           "(default ~/.cache/edge-caption/timing-sm<cc>-trt<version>.cache)")
