@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from .common import bundle_only, decoding, decoding_flags
 
@@ -18,11 +20,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if args.backoff:
         options["backoff"] = tuple(float(x) for x in args.backoff.split(","))
     with EdgeCaptioner(bundle, backend=args.backend, **decoding(args)) as captioner:
-        draw = bool(args.show or args.out)
-        attend = draw and captioner.manifest.attention_grid is not None
-        sink = EventSink(json_lines=args.json, show=args.show, out=args.out, sources=len(args.source))
-        stream = captioner.stream(args.source if len(args.source) > 1 else args.source[0],
-                                  return_attention=attend, keep_frames=draw, **options)
+        attend = bool(args.show or args.out) and captioner.manifest.attention_grid is not None
+        sink = EventSink(json_lines=args.json, show=args.show, out=args.out, sources=args.source)
+        # --out gets every frame read (through on_frame), --show the captioned ones (kept in the events).
+        stream = captioner.stream(args.source if len(args.source) > 1 else args.source[0], return_attention=attend,
+                                  keep_frames=args.show, on_frame=sink.on_frame if args.out else None, **options)
+        stopper = _Stopper(stream)
         events = 0
         try:
             for event in stream:
@@ -32,10 +35,52 @@ def cmd_stream(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         finally:
+            stopper.restore()
             stream.close()
             sink.close()
-        print(json.dumps({"stats": stream.stats()}), file=sys.stderr)
+        stats = stream.stats()
+        print(json.dumps({"stats": stats}) if args.json else "\n".join(_readable(s) for s in stats), file=sys.stderr)
     return 0
+
+
+class _Stopper:
+    """Ctrl-C and SIGTERM close the stream from another thread (any thread may), rather than raising in the
+    middle of a caption: the frames being captioned are still counted and the video file is finished, not cut.
+    A second signal interrupts at once."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.closer: threading.Thread | None = None
+        self.previous: dict[int, object] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+                continue        # started in the background with Ctrl-C ignored on purpose: keep it so
+            try:
+                self.previous[sig] = signal.signal(sig, self)
+            except ValueError:  # main() called from a thread other than the main one: leave signals alone
+                break
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.closer is not None:
+            raise KeyboardInterrupt
+        self.closer = threading.Thread(target=self.stream.close, name="edge-caption stop", daemon=True)
+        self.closer.start()
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if self.closer is not None:
+            self.closer.join()
+
+
+def _readable(stats: dict) -> str:
+    line = (f"[{stats['source']}] {stats['read']} frames read: {stats['captioned']} captioned, "
+            f"{stats['dropped']} dropped ({stats['corrupt']} corrupt), {stats['gated']} gated")
+    if stats["suppressed"]:
+        line += f", {stats['suppressed']} captions unchanged and not shown"
+    if stats["reconnects"]:
+        line += f"; {stats['reconnects']} reconnects, {stats['gap_s']:.1f} s without frames"
+    return line + (f"; stopped: {stats['error']}" if stats["error"] else "")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,8 +99,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backoff", help="first,longest wait between reopen attempts in seconds (default 0.5,10)")
     p.add_argument("--max-events", type=int, help="stop after this many captions")
     p.add_argument("--show", action="store_true", help="show annotated frames in a window (q quits)")
-    p.add_argument("--out", help="write annotated frames to this video (NAME_i.mp4 per source when several)")
-    p.add_argument("--json", action="store_true", help="one JSON object per caption event on stdout")
+    p.add_argument("--out", help="write every frame read, with the latest caption drawn on it, to this video at the "
+                                 "source's frame rate (NAME_i.mp4 per source when several)")
+    p.add_argument("--json", action="store_true", help="one JSON object per caption event on stdout, and the "
+                                                       "closing statistics as JSON on stderr")
     p.add_argument("--backend", default="auto")
     decoding_flags(p)
     p.set_defaults(func=cmd_stream)
