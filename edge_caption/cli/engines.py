@@ -105,14 +105,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_module():
-    """`edge_caption.export`, or an error naming the extra to install when torch or it is missing."""
+def export_module(torch_needed: bool = True):
+    """`edge_caption.export`, or an error naming the extra to install when torch (or, to quantize a
+    bundle, onnx) is missing."""
     from ..errors import BackendUnavailableError
 
     try:
         import edge_caption.export as module
-        import torch  # noqa: F401  (export and training need it; say so before any work starts)
+        if torch_needed:
+            import torch  # noqa: F401  (export and training need it; say so before any work starts)
+        else:
+            import onnx  # noqa: F401  (quantizing a bundle needs onnx, never torch)
     except ImportError as exc:
+        if not torch_needed:
+            raise BackendUnavailableError(f"quantizing a bundle needs onnx ({exc.name} is missing); install it "
+                                          "with: pip install 'edge-caption[quantize]'") from exc
         raise BackendUnavailableError(
             f"this command needs torch, onnx and transformers ({exc.name} is missing); "
             "install them with: pip install 'edge-caption[export]'"
@@ -131,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    export = export_module().export
+    export = export_module(torch_needed=not (Path(args.model) / "manifest.json").is_file()).export
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     out = export(args.model, args.out, precision=args.precision, targets=targets, prompt=args.prompt,
                  name=args.name, overwrite=args.overwrite)
