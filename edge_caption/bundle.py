@@ -12,6 +12,37 @@ from .manifest import MANIFEST_FILE, Manifest
 _REEXPORT = "re-export it with `edge-caption export --model MODEL --out {path}`"
 
 
+def not_a_bundle(path: str | Path) -> BundleNotFoundError:
+    """The error for a path without a manifest: what is there instead, and what to run."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        near = _similar_bundle(path)
+        return BundleNotFoundError(
+            f"no bundle at {path}: " + (f"did you mean {near}? " if near else "")
+            + "pass the path of a bundle directory (NAME.ecap) made by `edge-caption export`, "
+            "or leave it out to use the shipped default model")
+    if (path / "config.json").is_file():
+        # A Hugging Face model folder (or one from `edge-caption train`): never run something else in its place.
+        name = path.name or path.resolve().name
+        out = path.with_name(f"{name}.ecap") if path.name else Path(f"{name}.ecap")
+        return BundleNotFoundError(
+            f"{path} is a model folder (it has config.json but no {MANIFEST_FILE}), not a bundle: export it "
+            f"first with `edge-caption export --model {path} --out {out}`, then use {out}")
+    return BundleNotFoundError(f"{path} is not a bundle: it has no {MANIFEST_FILE}; {_REEXPORT.format(path=path)}")
+
+
+def _similar_bundle(path: Path) -> Path | None:
+    """A bundle beside `path` whose name is close to its name (a typo), if there is one."""
+    import difflib
+
+    try:
+        names = [p.name for p in path.parent.iterdir() if (p / MANIFEST_FILE).is_file()]
+    except OSError:
+        return None
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)
+    return path.with_name(close[0]) if close else None
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -32,15 +63,8 @@ class Bundle:
     def open(cls, path: str | Path, *, verify: bool = True) -> "Bundle":
         path = Path(path).expanduser()
         manifest_path = path / MANIFEST_FILE
-        if not path.exists():
-            raise BundleNotFoundError(
-                f"no bundle at {path}: pass the path of a bundle directory (NAME.ecap) made by "
-                "`edge-caption export`, or leave it out to use the shipped default model"
-            )
         if not manifest_path.is_file():
-            raise BundleNotFoundError(
-                f"{path} is not a bundle: it has no {MANIFEST_FILE}; {_REEXPORT.format(path=path)}"
-            )
+            raise not_a_bundle(path)
         try:
             data = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

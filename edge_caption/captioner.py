@@ -10,7 +10,7 @@ import numpy as np
 from .backends import create_backend
 from .bundle import Bundle
 from .decoding import decode
-from .errors import BundleNotFoundError, FrameError
+from .errors import BundleError, BundleNotFoundError, EdgeCaptionError, FrameError
 from .options import DecodeOptions, check_names
 from .preprocess import preprocess, to_rgb_uint8
 from .tokenizer import Detokenizer
@@ -56,6 +56,7 @@ class EdgeCaptioner:
         self._backend, self.backend_reason = create_backend(self.bundle, backend, device=device, threads=threads,
                                                             cuda_graphs=cuda_graphs)
         self.backend_name = self._backend.name
+        self._proven = False        # whether the graphs have run once as the manifest says
 
     @property
     def manifest(self):
@@ -121,9 +122,21 @@ class EdgeCaptioner:
              return_attention: bool = False) -> list[Caption]:
         grid = self.manifest.attention_grid
         trace = "attention" if return_attention and grid and "attention" in self.manifest.step_extras else None
-        memory = self._backend.encode(pixels)
-        encoded = time.perf_counter()
-        hypotheses = decode(self._backend, self.manifest, memory, options, trace=trace)
+        try:
+            memory = self._backend.encode(pixels)
+            encoded = time.perf_counter()
+            hypotheses = decode(self._backend, self.manifest, memory, options, trace=trace)
+        except (EdgeCaptionError, MemoryError):
+            raise
+        except Exception as exc:
+            if self._proven:
+                raise
+            # a manifest that passed every check but disagrees with its own graphs (an edited size,
+            # a renamed tensor) fails here, on the first run: that is a bundle problem, said as one
+            raise BundleError(f"bundle {self.bundle.path}: its graphs failed on their first run as its manifest "
+                              f"describes them ({type(exc).__name__}: {str(exc).strip()[:300]}); if manifest.json "
+                              "was edited, restore it or re-export the bundle with `edge-caption export`") from exc
+        self._proven = True
         decoded = time.perf_counter()
         # a GPU backend's encode returns before the GPU is done: its own events say where the time went
         device_timings = self._backend.timings() if hasattr(self._backend, "timings") else None

@@ -168,17 +168,19 @@ class Manifest:
             )
         problems: list[str] = []
         built = _build(cls, data, "", problems)
+        if built is not None and not problems:      # names and ids across sections, once each section is sound
+            problems += built._consistency_problems()
         if problems:
             listed = "\n  - ".join(problems)
             raise BundleError(
                 f"{where} is invalid ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - {listed}\n"
                 "Re-export the bundle with `edge-caption export`."
             )
-        built._check_consistency(where)
         return built
 
-    def _check_consistency(self, where: str) -> None:
-        problems = []
+    def _consistency_problems(self) -> list[str]:
+        """What contradicts another part of the manifest (each field's own range is checked in _build)."""
+        problems = _id_problems(self)
         seeds = {s.init.split(":", 1)[1] for s in self.state if s.init.startswith("memory:")}
         for name in self.memory:
             if name not in self.encoder.outputs:
@@ -209,17 +211,143 @@ class Manifest:
             if (self.static_step.inputs, self.static_step.outputs) != (want_in, want_out):
                 problems.append(f"static_step has inputs {list(self.static_step.inputs)} and outputs "
                                 f"{list(self.static_step.outputs)}; expected {list(want_in)} and {list(want_out)}")
-            if self.static_step.top_k < 1:
-                problems.append(f"static_step.top_k must be >= 1, got {self.static_step.top_k}")
+            if isinstance(self.vocab_size, int) and self.static_step.top_k > self.vocab_size:
+                problems.append(f"static_step.top_k ({self.static_step.top_k}) must be <= vocab_size "
+                                f"({self.vocab_size})")
         if self.torch_programs is not None and self.static_step is None:
             problems.append("torch_programs needs static_step (the programs share its inputs and outputs)")
         if "pixel_values" not in self.encoder.inputs:
             problems.append("encoder has no 'pixel_values' input")
         if not self.tokenizer.eos_token_ids:
             problems.append("tokenizer.eos_token_ids is empty")
-        if problems:
-            listed = "\n  - ".join(problems)
-            raise BundleError(f"{where} is inconsistent:\n  - {listed}\nRe-export the bundle with `edge-caption export`.")
+        return problems
+
+
+# ---- ranges: every number and name the runtime sizes or indexes something with ---------------
+MAX_SIDE = 8192                 # pixels per image side: beyond any captioner's input, far below a huge allocation
+MAX_VOCAB = 1 << 24
+MAX_STATE_ROW = 1 << 24         # elements of one row of one state tensor (its fixed dimensions multiplied)
+MAX_NEW_TOKENS = 4096
+MAX_BEAMS = 64
+RESIZE_MODES = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+STATE_DTYPES = ("float32", "float16", "int64", "int32")
+
+
+def _within(problems: list[str], path: str, value: Any, low: float, high: float, *, open_low: bool = False) -> None:
+    import math
+
+    if value is None:           # a value of the wrong type, already reported
+        return
+    if not math.isfinite(value) or value < low or value > high or (open_low and value == low):
+        bound = f"> {low}" if open_low else f">= {low}"
+        problems.append(f"{path!r} must be {bound} and <= {high}, got {value!r}")
+
+
+def _file_problems(path: str, file: str) -> list[str]:
+    parts = file.replace("\\", "/").split("/")
+    if not file or file.startswith("/") or ".." in parts or ":" in parts[0]:
+        return [f"{path!r} must be a path inside the bundle, got {file!r}"]
+    return []
+
+
+def _preprocess_ranges(p: Preprocess, prefix: str) -> list[str]:
+    problems: list[str] = []
+    for name in ("size", "resize_to"):
+        for i, side in enumerate(getattr(p, name) or ()):
+            _within(problems, f"{prefix}{name}[{i}]", side, 1, MAX_SIDE)
+    if p.shortest_edge is not None:
+        _within(problems, f"{prefix}shortest_edge", p.shortest_edge, 1, MAX_SIDE)
+    _within(problems, f"{prefix}rescale", p.rescale, 0, 1, open_low=True)
+    for i, (mean, std) in enumerate(zip(p.mean, p.std)):
+        _within(problems, f"{prefix}mean[{i}]", mean, -255, 255)
+        _within(problems, f"{prefix}std[{i}]", std, 0, 255, open_low=True)
+    if not p.center_crop and p.shortest_edge:
+        problems.append(f"{prefix + 'shortest_edge'!r} needs center_crop: without it frames of another aspect would "
+                        "not come out at the encoder's fixed size")
+    elif not p.center_crop and p.resize_to and tuple(p.resize_to) != tuple(p.size):
+        problems.append(f"{prefix + 'resize_to'!r} {list(p.resize_to)} must equal size {list(p.size)} without "
+                        "center_crop (or be null)")
+    if p.resize not in RESIZE_MODES:
+        problems.append(f"{prefix + 'resize'!r} must be one of {', '.join(RESIZE_MODES)}, got {p.resize!r}")
+    if p.color not in ("rgb", "bgr"):
+        problems.append(f"{prefix + 'color'!r} must be 'rgb' or 'bgr', got {p.color!r}")
+    return problems
+
+
+def _tokenizer_ranges(t: TokenizerSpec, prefix: str) -> list[str]:
+    problems = _file_problems(prefix + "file", t.file)
+    for name in ("prompt_ids", "eos_token_ids"):
+        for i, token in enumerate(getattr(t, name)):
+            _within(problems, f"{prefix}{name}[{i}]", token, 0, MAX_VOCAB - 1)
+    if t.pad_token_id is not None:
+        _within(problems, prefix + "pad_token_id", t.pad_token_id, 0, MAX_VOCAB - 1)
+    return problems
+
+
+def _state_ranges(s: StateSpec, prefix: str) -> list[str]:
+    problems: list[str] = []
+    row = 1
+    for i, dim in enumerate(s.shape):
+        if isinstance(dim, int) and not isinstance(dim, bool):
+            _within(problems, f"{prefix}shape[{i}]", dim, 1, MAX_STATE_ROW)
+            row *= dim if 1 <= dim <= MAX_STATE_ROW else 1
+        elif dim not in SYMBOLIC_DIMS:
+            problems.append(f"{prefix}shape[{i}] must be a positive integer or one of {', '.join(SYMBOLIC_DIMS)}, "
+                            f"got {dim!r}")
+        elif not s.init.startswith("memory:") and dim not in ("N", "B", "T") and i != s.grow_axis:
+            problems.append(f"{prefix}shape[{i}] {dim!r} cannot be sized before the first step (init {s.init!r})")
+    if row > MAX_STATE_ROW:
+        problems.append(f"{prefix + 'shape'!r} holds {row} elements per row, more than {MAX_STATE_ROW}")
+    if s.grow_axis is not None and not 0 <= s.grow_axis < len(s.shape):
+        problems.append(f"{prefix + 'grow_axis'!r} must be an axis of its shape (0..{len(s.shape) - 1}) or null, "
+                        f"got {s.grow_axis}")
+    if s.dtype not in STATE_DTYPES:
+        problems.append(f"{prefix + 'dtype'!r} must be one of {', '.join(STATE_DTYPES)}, got {s.dtype!r}")
+    if s.init not in ("empty", "zeros") and not s.init.startswith("memory:"):
+        problems.append(f"{prefix + 'init'!r} must be 'empty', 'zeros' or 'memory:NAME', got {s.init!r}")
+    return problems
+
+
+def _manifest_ranges(m: "Manifest", prefix: str) -> list[str]:
+    from .errors import OptionError
+    from .options import DecodeOptions
+
+    problems: list[str] = []
+    _within(problems, "vocab_size", m.vocab_size, 1, MAX_VOCAB)
+    if m.attention_grid is not None:
+        for i, side in enumerate(m.attention_grid):
+            _within(problems, f"attention_grid[{i}]", side, 1, MAX_SIDE)
+    for name in sorted(m.files):
+        problems += _file_problems(f"files[{name!r}]", name)
+        if not isinstance(m.files[name], str) or len(m.files[name]) != 64:
+            problems.append(f"files[{name!r}] must be a sha256 (64 hex digits), got {m.files[name]!r}")
+    try:
+        options = DecodeOptions.from_mapping(m.decoding)
+    except (OptionError, TypeError) as exc:
+        return problems + [f"'decoding': {exc}"]
+    _within(problems, "decoding.max_new_tokens", options.max_new_tokens, 1, MAX_NEW_TOKENS)
+    _within(problems, "decoding.num_beams", options.num_beams, 1, MAX_BEAMS)
+    return problems
+
+
+def _id_problems(m: "Manifest") -> list[str]:
+    """Token ids must index the vocabulary."""
+    t = m.tokenizer
+    ids = [*(("prompt_ids", i) for i in t.prompt_ids), *(("eos_token_ids", i) for i in t.eos_token_ids)]
+    ids += [("pad_token_id", t.pad_token_id)] if t.pad_token_id is not None else []
+    return [f"tokenizer.{name} {token} is outside the vocabulary (vocab_size {m.vocab_size})"
+            for name, token in ids if token >= m.vocab_size]
+
+
+_RANGES = {
+    Preprocess: _preprocess_ranges,
+    TokenizerSpec: _tokenizer_ranges,
+    StateSpec: _state_ranges,
+    GraphSpec: lambda g, prefix: _file_problems(prefix + "file", g.file),
+    StaticStepSpec: lambda g, prefix: _file_problems(prefix + "file", g.file) + (
+        [f"{prefix + 'top_k'!r} must be >= 1, got {g.top_k}"] if g.top_k < 1 else []),
+    Manifest: _manifest_ranges,
+}
 
 
 def _plain(value: Any) -> Any:
@@ -235,6 +363,7 @@ def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
     import typing
 
     hints = typing.get_type_hints(cls)
+    before = len(problems)
     kwargs: dict[str, Any] = {}
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -254,10 +383,17 @@ def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
     if missing_required:
         return None
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except TypeError as exc:  # pragma: no cover - guarded by the checks above
         problems.append(f"{prefix or 'manifest'}: {exc}")
         return None
+    if cls in _RANGES:      # now the values; a field of the wrong type was reported above, skip what it breaks
+        try:
+            problems.extend(_RANGES[cls](built, prefix))
+        except (TypeError, AttributeError, ValueError):
+            if len(problems) == before:
+                raise
+    return built
 
 
 def _convert(hint: Any, value: Any, path: str, problems: list[str]) -> Any:

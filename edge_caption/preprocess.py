@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 
 from .errors import FrameError, ImageNotFoundError
+from .manifest import RESIZE_MODES  # noqa: F401  (declared with the rest of the manifest; imported from here too)
 
 _EXPECTED = "a uint8 array [H,W,3] (BGR, as OpenCV gives), [H,W], [H,W,1], [H,W,4], a PIL image or an image path"
 _PRECISION = 1 << 22          # Pillow's PRECISION_BITS = 32 - 8 - 2
 _BAND = 16                    # output rows per matmul: wide enough for BLAS, narrow enough to skip zeros
-RESIZE_MODES = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 
 # ---- frames -----------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ def export(
     if unknown:
         raise ExportError(f"unknown target(s) {unknown}; choose from: {', '.join(TARGETS)}")
 
+    sources = (model,) if isinstance(model, (str, Path)) else ()     # never written over, nor into
     if isinstance(model, (str, Path)) and (Path(model) / "manifest.json").is_file():
         from .quantize import quantize_bundle
 
@@ -66,12 +67,14 @@ def export(
         from .quantize import quantize_bundle
         from .writer import check_output
 
-        check_output(Path(output), overwrite)
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".fp32-", dir=Path(output).parent) as scratch:
+        target = check_output(Path(output), overwrite, sources=sources)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fp32-", dir=target.parent) as scratch:
             fp32 = export(model, Path(scratch) / "fp32.ecap", processor=processor, tokenizer=tokenizer,
                           targets=targets, prompt=prompt, name=name, version=version, progress=progress)
-            return quantize_bundle(fp32, output, precision=precision, overwrite=overwrite, progress=progress)
+            quantize_bundle(fp32, output, precision=precision, overwrite=overwrite, progress=progress,
+                            sources=sources)
+            return Path(output)
 
     say = reporter(progress, "export")
     from .adapters import split_model
@@ -82,7 +85,7 @@ def export(
 
     output = Path(output)
     # staging refuses an existing bundle before any slow work starts
-    with staging(output, overwrite) as scratch:
+    with staging(output, overwrite, sources=sources) as scratch:
         if isinstance(model, (str, Path)) and not is_model_dir(model):
             processor, tokenizer = _load_helpers(Path(model), processor, tokenizer)
         say("splitting the model into encoder and decoder step")

@@ -188,7 +188,7 @@ def qdq_bundle(source: str | Path, output: str | Path, calibration: str | Path, 
     if bundle.manifest.precision != "fp32":
         raise ExportError(f"{bundle.path} is {bundle.manifest.precision}; calibrate the fp32 bundle it came from")
     say = reporter(progress, "calibrate")
-    with staging(Path(output), overwrite) as scratch:
+    with staging(Path(output), overwrite, sources=(bundle.path,)) as scratch:
         programs = bundle.manifest.torch_programs
         # the torch programs are fp32 / fp16 for torch-cuda: they have no place in an int8 bundle
         fp32_only = {*programs.encoder.values(), *programs.static_step.values()} if programs else set()

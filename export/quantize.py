@@ -26,8 +26,10 @@ QUANTIZABLE = ("int8",)
 
 
 def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = "int8", overwrite: bool = False,
-                    progress: bool | Callable[[str], None] = True) -> Path:
-    """Write an int8 copy of the fp32 bundle `source` to `output`; returns `output`."""
+                    progress: bool | Callable[[str], None] = True, sources: tuple = ()) -> Path:
+    """Write an int8 copy of the fp32 bundle `source` to `output`; returns `output`.
+
+    `sources`: further folders `output` must keep clear of (the model an fp32 bundle was exported from)."""
     from .api import reporter
     from .writer import staging, write_manifest
 
@@ -49,7 +51,7 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
         say("leaving out the TensorRT-shaped step and the torch programs: int8 for TensorRT is `edge-caption "
             "build --precision int8 --calibration DIR` on the fp32 bundle; torch-cuda runs fp16/bf16")
     left_out = {MANIFEST_FILE, *(g.file for g, _ in graphs), *(e.file for e in manifest.engines), *static}
-    with staging(Path(output), overwrite) as scratch:
+    with staging(Path(output), overwrite, sources=(bundle.path, *sources)) as scratch:
         for name in manifest.files:
             if name not in left_out:
                 (scratch / name).parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +73,8 @@ def quantize_graph(source: Path, output: Path, *, per_channel: bool) -> None:
     benchmarks/results/cpu.json."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as exc:  # pragma: no cover - onnx comes with the export extra
-        raise ExportError('int8 quantization needs onnx: pip install "edge-caption[export]"') from exc
+    except ImportError as exc:  # pragma: no cover - onnx comes with the quantize extra
+        raise ExportError('int8 quantization needs onnx: pip install "edge-caption[quantize]"') from exc
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)    # its "consider pre-processing" advice is about CNN graphs
     try:

@@ -41,13 +41,24 @@ class BuildConfig:
 
 def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, out: str | Path | None = None,
                   progress: bool | Callable[[str], None] = True) -> Path:
-    """Build the encoder and step engines of `bundle` for this GPU into `out` (default: in place)."""
+    """Build the encoder and step engines of `bundle` for this GPU into `out` (default: in place).
+
+    `out` may be a new or empty folder or a bundle (replaced); never `bundle` itself, a folder of
+    other files, or (in place) the shipped default model."""
     from .api import reporter
-    from .writer import staging, write_manifest
+    from .writer import check_destination, staging, write_manifest
 
     say = reporter(progress, "build")
     source = Bundle.open(bundle)
     _check(config)
+    target = Path(out) if out is not None else source.path
+    # in place is the documented default for a bundle of one's own; --out keeps clear of the source
+    sources = () if out is None else (source.path,)
+    if out is None and _is_shipped(source.path):
+        raise ExportError(f"building without a bundle would write engines into the installed default model "
+                          f"({source.path}); pass a bundle of your own (edge-caption build MY.ecap) or --out DIR "
+                          "for a copy of the default model with engines")
+    check_destination(target, overwrite=True, sources=sources)     # before minutes of engine building
     trt = load_tensorrt()
     device = Device(load_cudart(), config.device)
     cc = device.compute_capability
@@ -61,7 +72,6 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
     version = trt.__version__
     tag = f"sm{cc.replace('.', '')}.trt{'.'.join(map(str, parse_version(version)))}.{config.precision}"
     cache_file = Path(config.timing_cache or Path.home() / ".cache" / "edge-caption" / f"timing-{tag.rsplit('.', 1)[0]}.cache")
-    target = Path(out) if out is not None else source.path
     with tempfile.TemporaryDirectory(prefix="edge-caption-build-") as tmp:
         graphs = graph_files(source, config, Path(tmp), say)
         shapes = ShapeRanges.for_bundle(source, config)
@@ -71,7 +81,7 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
             say(f"building the {key} engine ({config.precision}, batch {','.join(map(str, config.batch_sizes))}) "
                 f"with TensorRT {version} for sm_{cc}; this takes minutes")
             built[key], cache = build_engine(trt, graphs[key], shapes, cache, config.workspace_mb)
-        with staging(target, overwrite=True) as scratch:
+        with staging(target, overwrite=True, sources=sources) as scratch:
             for name in source.manifest.files:
                 (scratch / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source.file(name), scratch / name)
@@ -90,6 +100,14 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
     cache_file.write_bytes(cache)
     say(f"engines written to {target}/{ENGINE_DIR}; timing cache {cache_file}")
     return target
+
+
+def _is_shipped(path: Path) -> bool:
+    """Whether `path` is inside the installed edge_caption package (the shipped default model)."""
+    import edge_caption
+
+    package = Path(edge_caption.__file__).resolve().parent
+    return package == path.resolve() or package in path.resolve().parents
 
 
 def _check(config: BuildConfig) -> None:

@@ -167,15 +167,24 @@ def tiny_tokenizer(vocab_size: int = VOCAB, kind: str = "bpe"):
 
 def tiny_image_processor(kind: str = "vit", size: int = IMAGE):
     """The image processor matching the factories' image size (ViT-style or BLIP-style normalisation)."""
-    if kind == "vit":
-        from transformers import ViTImageProcessor
+    if kind not in ("vit", "blip"):
+        raise ValueError(f"kind must be 'vit' or 'blip', got {kind!r}")
+    return _image_processor_class("ViTImageProcessor" if kind == "vit" else "BlipImageProcessor")(
+        size={"height": size, "width": size})
 
-        return ViTImageProcessor(size={"height": size, "width": size})
-    if kind == "blip":
-        from transformers import BlipImageProcessor
 
-        return BlipImageProcessor(size={"height": size, "width": size})
-    raise ValueError(f"kind must be 'vit' or 'blip', got {kind!r}")
+def _image_processor_class(name: str):
+    """transformers 5 gives `name` to the torchvision-backed processor and, without torchvision, falls back to
+    `{name}Pil` with a warning on every run that the user cannot act on: ask for the class that will run.
+    (Both compute the same numbers; transformers 4 has only `name`.)"""
+    import transformers
+    from transformers.utils import is_torchvision_available
+
+    if not is_torchvision_available():
+        pil = getattr(transformers, f"{name}Pil", None)
+        if pil is not None:
+            return pil
+    return getattr(transformers, name)
 
 
 def pixel_values(batch: int = 2, seed: int = 0, size: int = IMAGE):

@@ -28,7 +28,25 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     """Train `family` for `steps` batches and save the best (by val CIDEr) weights in `out`.
 
     Writes `out/config.json` + `out/weights.pt` (what `edge-caption export --model out` reads),
-    `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`."""
+    `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`,
+    all in a scratch folder that becomes `out` when training ends (see writer.py: `out` must be new,
+    empty, or an earlier training run with `overwrite`)."""
+    from . import families
+
+    if family not in families.FAMILIES:
+        raise ExportError(f"unknown family {family!r}; choose one of: {', '.join(families.FAMILIES)}")
+    from .writer import TRAINING_RUN, staging
+
+    with staging(out, overwrite, kind=TRAINING_RUN) as scratch:
+        return _train(family, Path(out), scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                      eval_every=eval_every, train_count=train_count, val_count=val_count, threads=threads,
+                      progress=progress, **model_config)
+
+
+def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int, lr: float | None, seed: int,
+           eval_every: int, train_count: int | None, val_count: int, threads: int | None, progress: bool,
+           **model_config: Any) -> dict[str, Any]:
+    """train()'s work, written into `scratch`, which becomes `out` when it returns."""
     import torch
 
     from edge_caption.scenes import encode_caption, split_samples
@@ -37,12 +55,6 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     from .api import reporter
     from .module_backend import ModuleBackend
 
-    if family not in families.FAMILIES:
-        raise ExportError(f"unknown family {family!r}; choose one of: {', '.join(families.FAMILIES)}")
-    out = Path(out)
-    if (out / "weights.pt").exists() and not overwrite:
-        raise ExportError(f"{out} already holds a trained model; choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
     say = reporter(progress, "train")
 
@@ -59,7 +71,7 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=families.PAD, label_smoothing=0.05)
     spec = model.preprocess()
 
-    log = (out / "train_log.jsonl").open("w")
+    log = (scratch / "train_log.jsonl").open("w")
     best: dict[str, Any] = {"CIDEr": -1.0}
     started = time.perf_counter()
     bar = _bar(steps, progress, f"train {family}")
@@ -88,7 +100,7 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
             if scores["CIDEr"] > best["CIDEr"]:
                 best = {**scores, "step": step}
                 model.eval()
-                model.save(out)
+                model.save(scratch)
                 model.train()
     bar(0, close=True)
     log.close()
@@ -96,7 +108,7 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
                "train_images": len(images), "val_images": len(val), "best_val": best,
                "train_time_s": round(time.perf_counter() - started, 1), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (scratch / "summary.json").write_text(json.dumps(summary, indent=1))
     say(f"best val CIDEr {best['CIDEr']:.3f} at step {best.get('step')}; model saved in {out}")
     return summary
 

@@ -144,7 +144,7 @@ def test_cli_caption_info_and_errors(bundle, tmp_path, cap):
     info = _cli("info", str(bundle), "--json")
     assert info.returncode == 0 and json.loads(info.stdout)["manifest"]["family"] == "vision-encoder-decoder"
     bad = _cli("caption", "-m", str(bundle), str(tmp_path / "none.png"))
-    assert bad.returncode == 2 and "no images at" in bad.stderr
+    assert bad.returncode == 2 and "no image at" in bad.stderr
     assert _cli("doctor").returncode == 0
 
 

@@ -234,10 +234,40 @@ def test_cli_stream_json_and_annotated_video(video_frames, tmp_path):
     stats = json.loads(out.stderr.strip().splitlines()[-1])["stats"][0]
     assert stats["read"] == 20
     video = cv2.VideoCapture(str(tmp_path / "ann.mp4"))
-    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(rows)
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 20          # every frame read, captioned or not
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(60)
 
 
-def test_cli_ctrl_c_stops_cleanly(video_frames, tmp_path):
+def test_cli_annotated_video_keeps_every_frame_when_gated(video_frames, tmp_path):
+    """A 3 s clip stays 3 s with gating (it became 0.33 s when only captioned frames were written); the
+    closing statistics are a readable line without --json."""
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (160, 160))
+    for frame in video_frames:              # 90 frames, 3 s at 30 fps
+        writer.write(frame)
+    writer.release()
+    out = subprocess.run([sys.executable, "-m", "edge_caption.cli", "stream", "--source", str(path), "--gate", "0.2",
+                          "--out", str(tmp_path / "ann.mp4")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"[{path}] 90 frames read: ") and "gated" in last and not last.startswith("{")
+    captioned = int(last.split("read: ")[1].split(" captioned")[0])
+    assert 1 <= captioned < 90
+    video = cv2.VideoCapture(str(tmp_path / "ann.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 90
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(30)
+    ok, first = video.read()
+    assert ok and float(np.abs(first[-20:].astype(int) - video_frames[0][-20:]).mean()) > 10   # a caption band
+
+
+def _default_sigint():
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_cli_ctrl_c_stops_cleanly(video_frames, tmp_path, signame):
     import signal
 
     path = tmp_path / "long.mp4"
@@ -245,12 +275,17 @@ def test_cli_ctrl_c_stops_cleanly(video_frames, tmp_path):
     for frame in video_frames * 4:          # 12 s at 30 fps
         writer.write(frame)
     writer.release()
-    proc = subprocess.Popen([sys.executable, "-m", "edge_caption.cli", "stream", "--source", str(path), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A test run started in the background inherits an ignored SIGINT, and so would the child: Ctrl-C is
+    # what this test sends, so the child gets the default disposition (Python turns it into KeyboardInterrupt).
+    proc = subprocess.Popen([sys.executable, "-m", "edge_caption.cli", "stream", "--source", str(path), "--json",
+                             "--out", str(tmp_path / "ann.mp4")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=_default_sigint)
     first = proc.stdout.readline()          # captioning has started
     assert json.loads(first)["frame_index"] >= 0
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     stats = json.loads(err.strip().splitlines()[-1])["stats"][0]
     assert 0 < stats["read"] < 360 and stats["read"] == stats["captioned"] + stats["dropped"] + stats["gated"]
+    video = cv2.VideoCapture(str(tmp_path / "ann.mp4"))     # finished, not cut: its frames are all there
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == stats["read"]

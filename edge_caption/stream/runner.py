@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -38,6 +38,9 @@ class StreamOptions:
     backoff: tuple[float, float] = (0.5, 10.0)   # first and longest wait between attempts, seconds
     return_attention: bool = False      # attention maps in the events' captions (families that attend)
     keep_frames: bool = False           # the captioned frame in each event (for drawing; costs memory if kept)
+    # Called from the capture thread with (source uri, frame index, frame, the source's fps or None) for every
+    # frame read, captioned or not: `stream --out` writes them all. It must be quick: it delays the next read.
+    on_frame: Callable[[Any, int, np.ndarray, float | None], None] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -57,6 +60,8 @@ class StreamOptions:
                 raise ValueError
         except (TypeError, ValueError):
             problems.append(f"backoff must be (first, longest) seconds with 0 <= first <= longest, got {self.backoff!r}")
+        if self.on_frame is not None and not callable(self.on_frame):
+            problems.append(f"on_frame must be a function of (source, frame_index, frame, fps), got {self.on_frame!r}")
         if problems:
             raise OptionError("invalid stream options: " + "; ".join(problems))
 
@@ -111,6 +116,8 @@ class _Feed:
                         return
                     continue
                 now = time.time()
+                if frame is not None and self.options.on_frame is not None:
+                    self.options.on_frame(self.source.uri, index, frame, self.source.fps)
                 with self.wake:
                     self.counts.read += 1
                     if frame is None:

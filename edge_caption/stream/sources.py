@@ -27,6 +27,7 @@ class Source:
 
     uri: Any = None
     live: bool = True       # a live source is reopened after a failure; a file or iterable just ends
+    fps: float | None = None    # the rate the source says it delivers, once open (None: unknown)
 
     def open(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -63,8 +64,9 @@ class CaptureSource(Source):
             capture.release()
             raise SourceError(f"cannot open {self.uri!r}: {_hint(self.uri)}")
         self._capture = capture
-        fps = capture.get(cv2.CAP_PROP_FPS) if self._pace else 0.0
-        self._interval = 1.0 / fps if fps and 0 < fps < 1000 else 0.0
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 0 < fps < 1000 else None
+        self._interval = 1.0 / self.fps if self._pace and self.fps else 0.0
         self._next_at = time.monotonic()
 
     def read(self) -> np.ndarray | None:

@@ -174,7 +174,7 @@ def test_train_save_load_export(tmp_path):
     assert loaded.family == "show-attend-tell"
     assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "run.ecap")]) == 0
     assert EdgeCaptioner(tmp_path / "run.ecap").manifest.family == "show-attend-tell"
-    with pytest.raises(Exception, match="already holds a trained model"):
+    with pytest.raises(Exception, match="already exists and holds a training run.*--overwrite"):
         train("show-tell", tmp_path / "run", steps=1, progress=False)
 
 

@@ -93,3 +93,31 @@ def test_fp32_engines_stay_behind(tmp_path):
     out = export(source, tmp_path / "int8.ecap", precision="int8", progress=False)
     assert Bundle.open(out).manifest.engines == ()
     assert not (out / "engines").exists()
+
+
+def _without(module: str, code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter where `module` cannot be imported (as if not installed)."""
+    blocker = f"import sys\nsys.modules[{module!r}] = None    # `import {module}` now raises ImportError\n"
+    return subprocess.run([sys.executable, "-c", blocker + code], capture_output=True, text=True, timeout=300)
+
+
+def test_quantizing_a_bundle_needs_no_torch(tmp_path):
+    out = tmp_path / "q.ecap"
+    done = _without("torch", f"""
+from edge_caption.cli import main
+assert main(["export", "--model", {str(default_bundle_path())!r}, "--out", {str(out)!r}, "--precision", "int8"]) == 0
+assert not [m for m, v in sys.modules.items() if v is not None and m.split(".")[0] in ("torch", "transformers")]
+""")
+    assert done.returncode == 0, done.stderr
+    assert Bundle.open(out).manifest.precision == "int8"
+
+
+def test_quantizing_without_onnx_names_the_quantize_extra(tmp_path):
+    done = _without("onnx", f"""
+from edge_caption.cli import main
+sys.exit(main(["export", "--model", {str(default_bundle_path())!r}, "--out", {str(tmp_path / "q.ecap")!r},
+               "--precision", "int8"]))
+""")
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'edge-caption[quantize]'" in done.stderr and "[export]" not in done.stderr
+    assert not (tmp_path / "q.ecap").exists()

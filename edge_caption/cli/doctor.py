@@ -1,8 +1,10 @@
 """`edge-caption doctor`: what this machine offers each backend, found without importing torch."""
 from __future__ import annotations
 
+import argparse
 import importlib.metadata as md
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -32,7 +34,7 @@ def _opencv() -> tuple[str, str]:
         import cv2
     except ImportError:
         return "not installed: pip install opencv-python-headless (or use JetPack's on a Jetson)", "-"
-    from .cv import gstreamer_available, has_gui
+    from ..cv import gstreamer_available, has_gui
 
     gstreamer = "yes" if gstreamer_available() else "no (csi:// and pipeline sources need JetPack's OpenCV)"
     gui = "yes" if has_gui() else "no (headless: --show needs a non-headless OpenCV)"
@@ -70,8 +72,8 @@ def report() -> dict[str, str]:
 
 
 def _beam() -> tuple[str, str]:
-    from .decoding import kernels
-    from .decoding.core import ENV, core_name
+    from ..decoding import kernels
+    from ..decoding.core import ENV, core_name
 
     core = f"{core_name()} core"
     if ENV in os.environ:
@@ -82,3 +84,19 @@ def _beam() -> tuple[str, str]:
     built = "not built (nvcc was not found at install time)" if lib is None else \
         f"built, {lib.device_count()} GPU(s) usable"
     return core, built
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    facts = report()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        for key, value in facts.items():
+            print(f"{key:22s} {value}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="GPUs, CUDA, TensorRT, ONNX Runtime providers, OpenCV and GStreamer")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)

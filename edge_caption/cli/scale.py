@@ -1,7 +1,6 @@
 """`edge-caption serve`, `export-triton` and `batch`: scaling out through Triton and Ray Data.
 
-Kept apart from cli.py so that file stays one screenful per command; the flags parse into the same
-calls the Python API makes (`edge_caption.serve`, `edge_caption.ray`).
+The flags parse into the same calls the Python API makes (`edge_caption.serve`, `edge_caption.ray`).
 """
 from __future__ import annotations
 
@@ -13,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import _bundle_and_rest, _bundle_only, _decoding, _decoding_flags
+from .common import bundle_and_rest, bundle_only, decoding, decoding_flags
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import Server
+    from ..serve import Server
 
-    server = Server(_bundle_only(args), host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+    server = Server(bundle_only(args), host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                     metrics_port=args.metrics_port, max_batch=args.max_batch, instances=args.instances,
                     model_name=args.model_name, backend=args.backend)
     # A service manager's SIGTERM stops Triton and removes its workspace, like Ctrl-C does.
@@ -33,18 +32,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export_triton(args: argparse.Namespace) -> int:
-    from .serve import write_repository
+    from ..serve import write_repository
 
-    model_dir = write_repository(args.repo, _bundle_only(args), model_name=args.model_name, max_batch=args.max_batch,
+    model_dir = write_repository(args.repo, bundle_only(args), model_name=args.model_name, max_batch=args.max_batch,
                                  instances=args.instances, backend=args.backend)
     print(model_dir)
     return 0
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .ray import _ray, caption_images
+    from ..ray import _ray, caption_images
 
-    bundle, inputs = _bundle_and_rest(args, args.inputs)
+    bundle, inputs = bundle_and_rest(args, args.inputs)
     if not inputs:
         raise FileNotFoundError("nothing to caption: pass images, videos, globs or directories")
     out = Path(args.out)
@@ -59,7 +58,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     try:
         start = time.perf_counter()
         ds = caption_images(inputs, bundle, fps=args.fps or None, batch_size=args.batch_size,
-                            concurrency=args.concurrency, num_gpus=args.num_gpus, **_decoding(args))
+                            concurrency=args.concurrency, num_gpus=args.num_gpus, **decoding(args))
         ds.write_parquet(args.out)
         seconds = time.perf_counter() - start
         summary = _errors_column(args.out)
@@ -84,7 +83,7 @@ def _errors_column(out: str):
     return pq.read_table(out, columns=["error"]).to_pandas()["error"]
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve captions from Triton Inference Server (needs the serve extra)")
     p.add_argument("inputs", nargs="*", metavar="BUNDLE")
     p.add_argument("-m", "--model", help="the bundle")
@@ -113,7 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, help="captioning actors (default: Ray decides)")
     p.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor")
     p.add_argument("--json", action="store_true", help="the summary as JSON")
-    _decoding_flags(p)
+    decoding_flags(p)
     p.set_defaults(func=cmd_batch)
 
 

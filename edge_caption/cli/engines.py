@@ -1,23 +1,24 @@
-"""`edge-caption info` and `build`: what a bundle holds, what runs it here, and TensorRT engines for it.
+"""`edge-caption export`, `train`, `info` and `build`: making bundles, reading them, and TensorRT engines for them.
 
-Kept apart from cli.py (as cli_scale.py is) so each file stays one screenful per command; the flags
-parse into the same calls the Python API makes.
+The flags parse into the same calls the Python API makes; the export side (`edge_caption.export`)
+is imported only when one of its commands runs.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
-from .cli import SAMPLE, _bundle_only
-from .errors import EdgeCaptionError
+from ..errors import EdgeCaptionError
+from .common import SAMPLE, bundle_only, flag
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .bundle import Bundle
-    from .captioner import default_bundle_path
+    from ..bundle import Bundle
+    from ..captioner import default_bundle_path
 
-    bundle = Bundle.open(_bundle_only(args) or default_bundle_path())
+    bundle = Bundle.open(bundle_only(args) or default_bundle_path())
     m = bundle.manifest
     runnable = _can_run(bundle)
     if args.json:
@@ -50,7 +51,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _check_backends(bundle: Any) -> int:
     """`info --check`: caption the sample scene with every backend the bundle has; 1 if one fails."""
-    from .captioner import EdgeCaptioner
+    from ..captioner import EdgeCaptioner
 
     failed = 0
     backends = ["onnxruntime"] + ["tensorrt"] * bool(bundle.manifest.engines) \
@@ -74,11 +75,11 @@ def _can_run(bundle: Any) -> dict[str, str]:
         verdicts["onnxruntime"] = f"yes (onnxruntime {ort.__version__}, {', '.join(ort.get_available_providers())})"
     except ImportError:
         verdicts["onnxruntime"] = "no: pip install onnxruntime"
-    from .backends.tensorrt import why_not
+    from ..backends.tensorrt import why_not
 
     reason = why_not(bundle)
     verdicts["tensorrt"] = f"no: {reason}" if reason else "yes (an engine matches this GPU and TensorRT)"
-    from .backends import why_not_torch_cuda
+    from ..backends import why_not_torch_cuda
 
     reason = why_not_torch_cuda(bundle)
     verdicts["torch-cuda"] = f"no: {reason}" if reason else "yes (torch programs, a CUDA GPU)"
@@ -86,10 +87,10 @@ def _can_run(bundle: Any) -> dict[str, str]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .captioner import default_bundle_path
-    from .errors import BackendUnavailableError, OptionError
+    from ..captioner import default_bundle_path
+    from ..errors import BackendUnavailableError, OptionError
 
-    try:    # the builder needs TensorRT and onnx, never torch: not _export_module()
+    try:    # the builder needs TensorRT and onnx, never torch: not export_module()
         from edge_caption.export.tensorrt import BuildConfig, build_engines
     except ImportError as exc:
         raise BackendUnavailableError(f"`build` needs onnx ({exc.name} is missing): "
@@ -101,11 +102,77 @@ def cmd_build(args: argparse.Namespace) -> int:
     config = BuildConfig(precision=args.precision, batch_sizes=batch, num_beams=args.num_beams,
                          max_new_tokens=args.max_new_tokens, calibration=args.calibration,
                          timing_cache=args.timing_cache, workspace_mb=args.workspace_mb, device=args.device)
-    print(build_engines(_bundle_only(args) or default_bundle_path(), config, out=args.out, progress=not args.quiet))
+    print(build_engines(bundle_only(args) or default_bundle_path(), config, out=args.out, progress=not args.quiet))
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def export_module(torch_needed: bool = True):
+    """`edge_caption.export`, or an error naming the extra to install when torch (or, to quantize a
+    bundle, onnx) is missing."""
+    from ..errors import BackendUnavailableError
+
+    try:
+        import edge_caption.export as module
+        if torch_needed:
+            import torch  # noqa: F401  (export and training need it; say so before any work starts)
+        else:
+            import onnx  # noqa: F401  (quantizing a bundle needs onnx, never torch)
+    except ImportError as exc:
+        if not torch_needed:
+            raise BackendUnavailableError(f"quantizing a bundle needs onnx ({exc.name} is missing); install it "
+                                          "with: pip install 'edge-caption[quantize]'") from exc
+        raise BackendUnavailableError(
+            f"this command needs torch, onnx and transformers ({exc.name} is missing); "
+            "install them with: pip install 'edge-caption[export]'"
+        ) from exc
+    return module
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    export_module()
+    from edge_caption.export.train import train
+
+    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every") if getattr(args, k) is not None}
+    summary = train(args.family, args.out, seed=args.seed, overwrite=args.overwrite, **given)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    export = export_module(torch_needed=not (Path(args.model) / "manifest.json").is_file()).export
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    out = export(args.model, args.out, precision=args.precision, targets=targets, prompt=args.prompt,
+                 name=args.name, overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a captioner (local directory) to a bundle")
+    p.add_argument("--model", required=True,
+                   help="a local Hugging Face model directory, one written by `edge-caption train`, "
+                        "or an fp32 bundle to quantize (with --precision int8)")
+    p.add_argument("--out", required=True, help="the bundle directory to write (NAME.ecap)")
+    p.add_argument("--precision", default="fp32", help="fp32 | int8 (int8 weights for ONNX Runtime; fp16/fp8 come with `build`)")
+    p.add_argument("--targets", default="onnx", help="comma-separated: onnx (always), tensorrt (adds the "
+                   "TensorRT-shaped decoder step that `build` makes engines from), torch (adds it and "
+                   "torch.export programs for backend torch-cuda)")
+    p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP)")
+    p.add_argument("--name", help="the model name recorded in the bundle")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("train", help="train a reference captioner on the generated scenes (needs torch)")
+    p.add_argument("--family", required=True, help="show-tell | show-attend-tell | cnn-transformer")
+    p.add_argument("--out", required=True, help="directory for weights, config and the training log")
+    p.add_argument("--steps", type=int, help="batches to train on (default 2000)")
+    p.add_argument("--batch-size", type=int, help="default 64")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 RNNs, 1e-3 transformer)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    p.add_argument("--eval-every", type=int, help="validate every N steps (default 500)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("info", help="what a bundle holds and whether this machine can run it")
     p.add_argument("inputs", nargs="*", metavar="BUNDLE")
     p.add_argument("-m", "--model", help="the bundle")
@@ -118,8 +185,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", help="the bundle (default: the shipped model)")
     p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (needs --calibration) | fp8")
     p.add_argument("--batch", default="1,8", help="batch sizes to optimize for, one profile each (default 1,8)")
-    p.add_argument("--num-beams", type=int, help="most beams per image (default: max(the bundle's, 4))")
-    p.add_argument("--max-new-tokens", type=int, help="longest caption (default: the bundle's)")
+    p.add_argument(*flag("num_beams"), type=int, help="most beams per image (default: max(the bundle's, 4))")
+    p.add_argument(*flag("max_new_tokens"), type=int, help="longest caption (default: the bundle's)")
     p.add_argument("--calibration", help="int8: a folder of images or a video like the camera's")
     p.add_argument("--timing-cache", help="timing cache file, reused between builds "
                                           "(default ~/.cache/edge-caption/timing-sm<cc>-trt<version>.cache)")
