@@ -8,6 +8,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .backends import create_backend
+from .backends.base import DevicePreprocessing
 from .bundle import Bundle
 from .decoding import decode
 from .errors import BundleError, BundleNotFoundError, EdgeCaptionError, FrameError
@@ -28,6 +29,12 @@ def default_bundle_path() -> Path:
     return DEFAULT_BUNDLE
 
 
+def _plain(frame: Any) -> bool:
+    """A uint8 [H,W,3] array: the frames a device preprocessor takes without a host conversion."""
+    return isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 \
+        and frame.size > 0
+
+
 def _maps(trace: np.ndarray | None, grid: tuple[int, int] | None) -> np.ndarray | None:
     if trace is None or grid is None:
         return None
@@ -41,11 +48,13 @@ class EdgeCaptioner:
     `backend`: "auto" | "tensorrt" | "torch-cuda" | "onnxruntime"; `backend_name` and
     `backend_reason` say what "auto" chose and why. `threads`: CPU threads one call may use (None:
     every core; give each of several captioners sharing a machine its share). `cuda_graphs`: replay
-    captured CUDA graphs on a GPU (torch-cuda, TensorRT); off only to debug. Keyword arguments set
+    captured CUDA graphs on a GPU (torch-cuda, TensorRT); off only to debug. `device`: the GPU index
+    (backend="torch-cuda" also takes "cpu": its programs and search on CPU tensors, as the tests run
+    them without a GPU). Keyword arguments set
     decoding defaults (Hugging Face's names: num_beams, max_new_tokens, ...) over the bundle's own.
     """
 
-    def __init__(self, engine: str | Path | None = None, *, backend: str = "auto", device: int = 0,
+    def __init__(self, engine: str | Path | None = None, *, backend: str = "auto", device: int | str = 0,
                  threads: int | None = None, cuda_graphs: bool = True, **decoding_defaults: Any):
         self.bundle = Bundle.open(engine if engine is not None else default_bundle_path())
         manifest = self.bundle.manifest
@@ -85,13 +94,20 @@ class EdgeCaptioner:
         frames = list(frames)
         if not frames:
             raise FrameError("caption_batch() got no frames; pass a non-empty list of frames")
+        if isinstance(self._backend, DevicePreprocessing) and all(_plain(f) for f in frames) and color in ("bgr", "rgb"):
+            # OpenCV frames go to the device as they are: uint8 travels, the device resizes and swaps
+            pixels = self._backend.preprocess_frames(frames, color)
+            return self._run(pixels, options, start, time.perf_counter(), return_attention)
         rgb = []
         for i, frame in enumerate(frames):
             try:
                 rgb.append(to_rgb_uint8(frame, color=color))
             except FrameError as exc:
                 raise type(exc)(f"frame {i}: {exc}") if len(frames) > 1 else exc
-        pixels = preprocess(rgb, self.manifest.preprocess)
+        if isinstance(self._backend, DevicePreprocessing):
+            pixels = self._backend.preprocess_frames(rgb, "rgb")
+        else:
+            pixels = preprocess(rgb, self.manifest.preprocess)
         return self._run(pixels, options, start, time.perf_counter(), return_attention)
 
     def caption_pixels(self, pixel_values: np.ndarray, **decoding: Any) -> list[Caption]:

@@ -90,6 +90,23 @@ def test_a_caption_reads_the_device_once_per_chunk(exported, grid):
     assert loop.reads <= loop.chunks
 
 
+def test_frames_are_preprocessed_where_the_backend_runs(exported):
+    """caption() and caption_batch() hand OpenCV frames to the backend's own preprocessing (on a GPU:
+    uint8 uploads, resize there): the same captions as the CPU path through ONNX Runtime."""
+    _, bundle = exported("vit_gpt2", 0, TORCH)
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((48, 64), (120, 90), (48, 64))]
+    with EdgeCaptioner(bundle, backend="onnxruntime") as ref:
+        want = [c.token_ids for c in ref.caption_batch(frames)] + [ref.caption(frames[0][:, :, 0]).token_ids]
+    with EdgeCaptioner(bundle, backend="torch-cuda", device="cpu") as cap:
+        calls = []
+        preprocess = cap._backend.preprocess_frames
+        cap._backend.preprocess_frames = lambda *a: calls.append(a[1]) or preprocess(*a)
+        got = [c.token_ids for c in cap.caption_batch(frames)] + [cap.caption(frames[0][:, :, 0]).token_ids]
+    assert got == want
+    assert calls == ["bgr", "rgb"]          # a grayscale frame is converted on the host first
+
+
 def test_the_search_state_is_the_declared_one():
     """search.py allocates exactly decoding/contract.py's state, and packs the result into one arena
     the host reads at once."""

@@ -1,7 +1,10 @@
-"""The short protocol every backend implements: load, encode, step, close."""
+"""The short protocol every backend implements: load (its constructor), encode, decode, close.
+
+How a backend decodes is one of the contracts in `edge_caption/decoding/contract.py`: a dynamic
+`step`, a `static_session` over the TensorRT-shaped step, or the whole search on its device."""
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -14,13 +17,18 @@ class Backend(Protocol):
     def encode(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         """float32 [B,3,H,W] -> the encoder outputs the step reads (the manifest's `memory`), by name."""
 
-    def step(self, input_ids: np.ndarray, memory: dict[str, np.ndarray], state: dict[str, np.ndarray]
-             ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """One decoder step: int64 [N,L] ids, memory and state keyed by step input name ->
-        (logits [N,V], the new state keyed by step *input* name, extra outputs by name)."""
-
     def close(self) -> None:
         """Release sessions and device memory; the backend is unusable afterwards."""
+
+
+@runtime_checkable
+class DevicePreprocessing(Protocol):
+    """A backend that resizes and normalises frames where it encodes them (a GPU): the uint8 frames
+    travel, not float pixels, and the result goes straight to `encode`."""
+
+    def preprocess_frames(self, frames: list[np.ndarray], color: str) -> Any:
+        """uint8 [H,W,3] frames in `color` order ("rgb" or "bgr") -> pixel values on the device, the
+        numbers `edge_caption.preprocess.preprocess` gives, ready for `encode`."""
 
 
 def no_torch_programs(bundle) -> BackendUnavailableError:

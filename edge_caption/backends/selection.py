@@ -64,7 +64,7 @@ def why_not_torch_cuda(bundle: Bundle) -> str | None:
     return None
 
 
-def _torch_cuda(bundle: Bundle, device: int | None, cuda_graphs: bool) -> Backend:
+def _torch_cuda(bundle: Bundle, device: int | str | None, cuda_graphs: bool) -> Backend:
     if bundle.manifest.torch_programs is None:      # said before importing torch: it is the first fix
         raise no_torch_programs(bundle)
     try:

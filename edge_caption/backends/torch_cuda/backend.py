@@ -91,7 +91,11 @@ class TorchCudaBackend:
         self._step_memory = [n for n in m.static_step.inputs if n in m.memory]
         self._encoders: OrderedDict[int, _Encoder] = OrderedDict()
         self._loops: OrderedDict[SearchPlan, CaptionLoop] = OrderedDict()
-        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(3)] if cuda else None
+        # CUDA events: where a caption's device time goes, read with the result (no extra sync)
+        self._events = {name: torch.cuda.Event(enable_timing=True) for name in ("start", "encode", "encoded")} \
+            if cuda else None
+        self._preprocessed = False
+        self._preprocessor = None
         self.last_loop: CaptionLoop | None = None
         gpu = torch.cuda.get_device_name(self.device) if cuda else "CPU"
         self.compile = isinstance(self._step, Compiled)
@@ -110,6 +114,20 @@ class TorchCudaBackend:
         """The context every call runs in: this backend's GPU, whatever the caller's current one is."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
+    # ---- preprocessing (backends/base.py's DevicePreprocessing) ---------------------------------
+    @torch.inference_mode()
+    def preprocess_frames(self, frames: list[np.ndarray], color: str) -> torch.Tensor:
+        """uint8 [H,W,3] frames -> float32 pixel values on the device (preprocess.py says how)."""
+        with self.on_device():
+            if self._preprocessor is None:
+                from .preprocess import DevicePreprocessor
+
+                self._preprocessor = DevicePreprocessor(self.manifest.preprocess, self.device, torch.float32)
+            if self._events is not None:
+                self._events["start"].record()
+            self._preprocessed = True
+            return self._preprocessor(frames, color)
+
     # ---- encoding ------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, pixel_values: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
@@ -120,7 +138,9 @@ class TorchCudaBackend:
             images = int(pixel_values.shape[0])
             enc = self._encoder_for(images, tuple(pixel_values.shape[1:]))
             if self._events is not None:
-                self._events[0].record()
+                if not self._preprocessed:
+                    self._events["start"].record()
+                self._events["encode"].record()
             if isinstance(pixel_values, torch.Tensor):
                 enc.pixels.copy_(pixel_values, non_blocking=True)
             else:
@@ -139,7 +159,7 @@ class TorchCudaBackend:
                 outputs = self._encoder(enc.pixels)
             enc.runs += 1
             if self._events is not None:
-                self._events[1].record()
+                self._events["encoded"].record()
             return dict(zip(self._memory_names, outputs))
 
     def _encoder_for(self, images: int, shape: tuple[int, ...]) -> _Encoder:
@@ -171,18 +191,19 @@ class TorchCudaBackend:
                     self._loops.popitem(last=False)
             self._loops.move_to_end(plan)
             self.last_loop = loop
-            found = loop.run(tensors)
-            if self._events is not None:
-                self._events[2].record()
-            return found
+            return loop.run(tensors)
 
     def timings(self) -> dict[str, float] | None:
-        """encode and decode of the last caption batch, in ms, from CUDA events (None on a CPU)."""
-        if self._events is None:
+        """Device time of the last caption batch in ms: preprocess (when it ran here), encode, decode
+        (up to the result's arrival on the host), from CUDA events; None on a CPU."""
+        if self._events is None or self.last_loop is None:
             return None
-        start, encoded, decoded = self._events
-        decoded.synchronize()       # already complete: the result was read after it
-        return {"encode": start.elapsed_time(encoded), "decode": encoded.elapsed_time(decoded)}
+        e, preprocessed, self._preprocessed = self._events, self._preprocessed, False
+        found = {"encode": e["encode"].elapsed_time(e["encoded"]),
+                 "decode": e["encoded"].elapsed_time(self.last_loop.ready)}     # complete: the result was read
+        if preprocessed:
+            found["preprocess"] = e["start"].elapsed_time(e["encode"])
+        return found
 
     def _as_tensor(self, value: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):

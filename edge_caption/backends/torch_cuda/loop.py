@@ -53,7 +53,7 @@ class CaptionLoop:
         pinned = device.type == "cuda"
         self.host = torch.empty(self.search.arena.shape, dtype=torch.uint8, pin_memory=pinned)
         self.host_views = result_views(self.host, plan)
-        self.ready = torch.cuda.Event() if pinned else None
+        self.ready = torch.cuda.Event(enable_timing=True) if pinned else None     # the result is on the host
         self.carried: list[tuple] = []         # each chunk's outputs, held at fixed addresses
         self.captured: list[torch.cuda.CUDAGraph] = []
         self.runs = 0
