@@ -149,10 +149,7 @@ class TorchCudaBackend:
             if enc.graph is not None:
                 enc.graph.replay()
                 outputs = enc.outputs
-            elif self.use_graphs and enc.runs >= 1:
-                enc.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(enc.graph):
-                    enc.outputs = tuple(self._encoder(enc.pixels))
+            elif self.use_graphs and enc.runs >= 1 and self._capture_encoder(enc):
                 enc.graph.replay()
                 outputs = enc.outputs
             else:
@@ -161,6 +158,19 @@ class TorchCudaBackend:
             if self._events is not None:
                 self._events["encoded"].record()
             return dict(zip(self._memory_names, outputs))
+
+    def _capture_encoder(self, enc: _Encoder) -> bool:
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                enc.outputs = tuple(self._encoder(enc.pixels))
+        except Exception as exc:      # torch raises many kinds; the encoder still runs uncaptured
+            log.warning("CUDA graph capture of the encoder failed (%s: %s); encoding without a graph",
+                        type(exc).__name__, str(exc)[:200])
+            self.use_graphs = False
+            return False
+        enc.graph = graph
+        return True
 
     def _encoder_for(self, images: int, shape: tuple[int, ...]) -> _Encoder:
         enc = self._encoders.get(images)
