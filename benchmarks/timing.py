@@ -101,8 +101,8 @@ def _short(value: float) -> str:
 
 
 def chart(name: str, groups: dict[str, dict[str, float]], *, ylabel: str, title: str,
-          log: bool = False) -> Path:
-    """A grouped bar chart, `results/<name>.png`: one group per workload, one bar per contender.
+          log: bool = False, path: Path | None = None) -> Path:
+    """A grouped bar chart, `results/<name>.png` (or `path`): one group per workload, one bar per contender.
 
     matplotlib is imported here, not at the top, so a benchmark still runs (and writes its JSON)
     without it; `pip install matplotlib` for the chart."""
@@ -126,8 +126,8 @@ def chart(name: str, groups: dict[str, dict[str, float]], *, ylabel: str, title:
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.png"
+    path = Path(path) if path is not None else RESULTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
