@@ -94,10 +94,6 @@ timeout $(( budget + 45 )) $PY benchmarks/bench_gpu.py --quick --no-export --wor
     --budget-s "$budget" "${cpu_flag[@]}" --out "$OUT/gpu.json" > "$OUT/bench.log" 2>&1
 code=$?
 phase bench $((SECONDS - start)) "exit $code (budget $budget s)"
-if [[ $MODE == gpu && -f "$OUT/gpu.json" ]]; then
-    cp "$OUT/gpu.json" benchmarks/results/gpu.json
-    [[ -f "$OUT/gpu.png" ]] && cp "$OUT/gpu.png" benchmarks/results/gpu.png
-fi
 for log in "$OUT"/*.log; do      # what comes back is capped: keep each log's last 4 MB
     if (( $(stat -c %s "$log") > 4000000 )); then tail -c 4000000 "$log" > "$log.tmp" && mv "$log.tmp" "$log"; fi
 done
@@ -105,5 +101,9 @@ phase total "$SECONDS" "$MODE run; logs and gpu.json in $OUT"
 
 echo
 $PY benchmarks/targets.py "$OUT/gpu.json" "$PHASES"
+if [[ $MODE == gpu && -f "$OUT/gpu.json" ]]; then     # the JSON names the GPU, driver, CUDA and torch
+    cp "$OUT/gpu.json" benchmarks/results/gpu.json
+    [[ -f "$OUT/gpu.png" ]] && cp "$OUT/gpu.png" benchmarks/results/gpu.png
+fi
 [[ -f "$OUT/gpu.json" ]] || { echo "no gpu.json: bench_gpu.py is broken (see $OUT/bench.log)"; exit 2; }
 exit 0

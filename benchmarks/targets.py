@@ -95,8 +95,10 @@ def table(targets: list[dict[str, Any]]) -> str:
 
 
 def report(result_file: Path, phases_file: Path | None = None) -> str:
-    """gpu_check.sh's last words: every target, then every phase's time and outcome."""
+    """gpu_check.sh's last words: every target, then every phase's time and outcome (also saved
+    into the JSON as `gpu_check_phases`)."""
     lines = []
+    result = None
     try:
         result = json.loads(Path(result_file).read_text())
         facts = result.get("device", {})
@@ -110,9 +112,14 @@ def report(result_file: Path, phases_file: Path | None = None) -> str:
         lines.append(f"== targets: no result ({type(exc).__name__}: {exc}); see bench.log")
     if phases_file is not None and Path(phases_file).is_file():
         lines.append("== phases")
+        phases = []
         for line in Path(phases_file).read_text().splitlines():
             name, seconds, outcome = (line.split("\t") + ["", ""])[:3]
+            phases.append({"phase": name, "seconds": float(seconds or 0), "outcome": outcome})
             lines.append(f"{name:<10} {float(seconds or 0):7.1f} s  {outcome}")
+        if result is not None:                   # gpu_check.sh's phases join the JSON they led to
+            result["gpu_check_phases"] = phases
+            Path(result_file).write_text(json.dumps(result, indent=2) + "\n")
     return "\n".join(lines)
 
 
