@@ -51,6 +51,7 @@ OURS = "ours, torch-cuda"
 BASELINE = "generate() eager"
 CONTENDERS = [       # the baseline (short), then ours: the budget may run out, and these two decide the targets
     Contender(BASELINE, "gpu_contenders:generate_eager", 90),
+    Contender("ours, torch-cuda, uncompiled", "gpu_contenders:ours_torch_uncompiled", 90),
     Contender(OURS, "gpu_contenders:ours_torch", 240),
     Contender("ours, ONNX Runtime", "gpu_contenders:ours_onnxruntime", 120),
     Contender("generate() static cache + torch.compile", "gpu_contenders:generate_compiled", 150),

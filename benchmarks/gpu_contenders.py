@@ -17,7 +17,7 @@ import numpy as np
 from isolate import Record, Skip
 from timing import measure, median
 
-STEPS = 17                      # 16 new tokens: the prompt step and one per new token but the last
+STEPS = 16                      # 16 new tokens: the prompt's step and one per new token but the last
 
 
 def _torch(spec: dict):
@@ -132,6 +132,25 @@ def ours_torch(spec: dict, record: Record) -> None:
         cap._backend = TorchCudaBackend(cap.bundle, device="cpu", dtype="float32")
         record.save("via", "TorchCudaBackend(bundle, device='cpu', dtype='float32') inside EdgeCaptioner "
                            "(no GPU here: the torch programs on the CPU)")
+    _ours(spec, record, cap, torch, device)
+
+
+def ours_torch_uncompiled(spec: dict, record: Record) -> None:
+    """Ours with the torch programs as loaded (no Inductor), CUDA graphs and the device loop still on:
+    what compiling adds, and a row that stands when compiling fails or takes too long."""
+    torch, device, _ = _torch(spec)
+    if device.type != "cuda":
+        raise Skip("a GPU-only variant (the CPU run's ours row has no compiler either)")
+    from edge_caption import EdgeCaptioner
+    from edge_caption.backends.torch_cuda import TorchCudaBackend
+
+    _need_bundle(spec)
+    cap = EdgeCaptioner(spec["bundle"], backend="onnxruntime")
+    cap._backend.close()
+    cap._backend = TorchCudaBackend(cap.bundle, device=0, dtype=spec["dtype"], compile=False)
+    record.save("via", "TorchCudaBackend(bundle, compile=False) inside EdgeCaptioner: programs uncompiled, CUDA "
+                       "graphs and the device loop on")
+    record.save("describe", cap._backend.describe)
     _ours(spec, record, cap, torch, device)
 
 
