@@ -65,7 +65,7 @@ class EdgeCaptioner:
         BGRA/RGBA, a PIL image, or an image path).
 
         `return_attention=True`: for families that attend (show-attend-tell), `Caption.attention` is
-        float32 [tokens, h, w], where each generated token looked (see `edge_caption.overlay`)."""
+        float32 [tokens, h, w], where each generated token looked (see `edge_caption.stream.overlay`)."""
         return self._caption_frames([frame], color, return_attention, decoding)[0]
 
     def caption_batch(self, frames: Iterable[Any], *, color: str = "bgr", **decoding: Any) -> list[Caption]:

@@ -108,7 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .captioner import EdgeCaptioner
-    from .demo import run
+    from .evaluation.demo import run
 
     bundle = _bundle_only(args)
     with EdgeCaptioner(bundle, backend=args.backend) as captioner:
@@ -125,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from .captioner import EdgeCaptioner
-    from .stream_output import EventSink
+    from .stream.output import EventSink
 
     bundle = _bundle_only(args)
     options = {"every_n": args.every_n, "max_rate": args.max_rate, "gate": args.gate, "emit": args.emit,

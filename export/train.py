@@ -31,7 +31,7 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`."""
     import torch
 
-    from edge_caption.scenes import encode_caption, split_samples
+    from edge_caption.evaluation.scenes import encode_caption, split_samples
 
     from . import families
     from .api import reporter
@@ -103,7 +103,7 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
 
 def validate(model, samples, backend_cls, *, batch: int = 250) -> dict[str, float]:
     """Greedy captions of `samples` through the runtime's decoding loop, scored like `edge-caption eval`."""
-    from edge_caption import metrics
+    from edge_caption.evaluation import metrics
     from edge_caption.decoding import decode
     from edge_caption.options import DecodeOptions
     from edge_caption.preprocess import preprocess
@@ -133,7 +133,7 @@ def validate(model, samples, backend_cls, *, batch: int = 250) -> dict[str, floa
 def training_data(count: int | None = None, *, progress: Callable[[str], None] = print
                   ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
     """The train split's images (BGR uint8 [N,96,96,3]) and captions, rendered once and cached."""
-    from edge_caption.scenes import SPLITS, split_samples
+    from edge_caption.evaluation.scenes import SPLITS, split_samples
 
     count = count or SPLITS["train"][1]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-caption" / f"scenes-train-0-{count}.npz"

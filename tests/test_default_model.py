@@ -81,7 +81,7 @@ def test_eval_cli_errors_say_what_to_do(tmp_path):
 
 
 def test_attention_overlay_draws_on_the_frame():
-    from edge_caption.overlay import annotate
+    from edge_caption.stream.overlay import annotate
 
     frame = cv2.imread(str(DATA / "scene.jpg"))
     with EdgeCaptioner() as captioner:

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_caption import EdgeCaptioner, scenes
+from edge_caption import EdgeCaptioner
+from edge_caption.evaluation import scenes
 from edge_caption.errors import OptionError, SourceError
 from edge_caption.stream import Source
 

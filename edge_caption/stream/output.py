@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .cv import has_gui
-from .errors import SourceError
+from ..errors import SourceError
 from .overlay import annotate
 
 WINDOW = "edge-caption"
