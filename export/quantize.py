@@ -28,7 +28,7 @@ QUANTIZABLE = ("int8",)
 def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = "int8", overwrite: bool = False,
                     progress: bool | Callable[[str], None] = True) -> Path:
     """Write an int8 copy of the fp32 bundle `source` to `output`; returns `output`."""
-    from .api import reporter
+    from edge_caption.progress import reporter
     from .writer import staging, write_manifest
 
     if precision not in QUANTIZABLE:

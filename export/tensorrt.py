@@ -42,7 +42,7 @@ class BuildConfig:
 def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, out: str | Path | None = None,
                   progress: bool | Callable[[str], None] = True) -> Path:
     """Build the encoder and step engines of `bundle` for this GPU into `out` (default: in place)."""
-    from .api import reporter
+    from edge_caption.progress import reporter
     from .writer import staging, write_manifest
 
     say = reporter(progress, "build")

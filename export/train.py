@@ -34,7 +34,7 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     from edge_caption.evaluation.scenes import encode_caption, split_samples
 
     from . import families
-    from .api import reporter
+    from edge_caption.progress import reporter
     from .module_backend import ModuleBackend
 
     if family not in families.FAMILIES:
