@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_caption.backends.cuda import Device, load_cudart
-from edge_caption.backends.tensorrt import load_tensorrt, parse_version
+from edge_caption.backends.base import parse_version
+from edge_caption.backends.tensorrt import load_tensorrt
 from edge_caption.bundle import Bundle, sha256_file
 from edge_caption.decoding.static import cache_length
 from edge_caption.errors import ExportError

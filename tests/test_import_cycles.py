@@ -55,8 +55,8 @@ def test_checker_resolves_relative_levels_packages_and_a_mapped_root(tmp_path):
     })
     ext = _package(tmp_path / "ext", {"__init__.py": "", "tool.py": "from pkg.sub.deep import g\n"})
     graph = import_graph({"pkg": pkg, "pkg.ext": ext})
-    assert graph["pkg.sub"] == {"pkg.low": f"{pkg / 'sub' / '__init__.py'}:1", "pkg.ext": f"{pkg / 'sub' / '__init__.py'}:4",
-                                "pkg.ext.tool": f"{pkg / 'sub' / '__init__.py'}:4"}
+    init = pkg / "sub" / "__init__.py"
+    assert graph["pkg.sub"] == {"pkg.low": f"{init}:1", "pkg.ext": f"{init}:4", "pkg.ext.tool": f"{init}:4"}
     assert set(graph["pkg.ext.tool"]) == {"pkg.sub", "pkg.sub.deep"}
     assert cycles(graph) == [["pkg.ext.tool", "pkg.sub"]]
 
