@@ -92,6 +92,19 @@ def test_attention_overlay_draws_on_the_frame():
         assert caption.attention.shape[1:] == captioner.manifest.attention_grid
 
 
+def test_caption_batch_returns_attention_when_asked():
+    frames = [cv2.imread(str(DATA / "scene.jpg")), cv2.imread(str(DATA / "sample.jpg"))]
+    with EdgeCaptioner() as captioner:
+        assert captioner.manifest.attention_grid == (6, 6)       # the shipped model attends
+        batch = captioner.caption_batch(frames, return_attention=True, num_beams=2)
+        alone = [captioner.caption(frame, return_attention=True, num_beams=2) for frame in frames]
+        plain = captioner.caption_batch(frames, num_beams=2)
+    for caption, single, untraced in zip(batch, alone, plain):
+        assert caption.attention.shape == (len(caption.token_ids), 6, 6)
+        assert np.allclose(caption.attention, single.attention, atol=1e-5)
+        assert caption.token_ids == single.token_ids == untraced.token_ids and untraced.attention is None
+
+
 @pytest.mark.slow
 def test_default_model_full_test_split():
     from edge_caption.evaluation import evaluate
