@@ -40,7 +40,7 @@ def main() -> None:
 
     from edge_caption import EdgeCaptioner
     from edge_caption.evaluation import evaluate
-    from edge_caption.scenes import split_samples
+    from edge_caption.evaluation.scenes import split_samples
 
     frames = [s.image for s in split_samples("test", count=args.latency_images)]
     rows = []

@@ -95,7 +95,7 @@ def bench_ray(args, scenes, count: int) -> dict:
     from edge_caption import EdgeCaptioner
     from edge_caption.frames import expand_inputs, is_video, video_frames
     from edge_caption.ray import caption_images
-    from edge_caption.scenes import scene_video
+    from edge_caption.evaluation.scenes import scene_video
 
     with tempfile.TemporaryDirectory() as tmp:
         images = count // 2
@@ -162,7 +162,7 @@ def main() -> None:
     args.instances = [int(i) for i in args.instances.split(",")]
     args.frames = [int(f) for f in args.frames.split(",")]
 
-    from edge_caption.scenes import split_samples
+    from edge_caption.evaluation.scenes import split_samples
 
     load_before = os.getloadavg()
     scenes = [s.image for s in split_samples("test", count=64, size=(224, 224))]

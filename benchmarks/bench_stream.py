@@ -84,7 +84,8 @@ def main() -> None:
     parser.add_argument("--soak", type=int, help="instead: one source, this many frames, RSS at start and end")
     args = parser.parse_args()
 
-    from edge_caption import EdgeCaptioner, scenes
+    from edge_caption import EdgeCaptioner
+    from edge_caption.evaluation import scenes
 
     frames = [frame for frame, _ in scenes.scene_video(0, frames=300, size=(160, 160))]
     with EdgeCaptioner(backend="onnxruntime") as captioner:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 from ...bundle import Bundle
 from ...decoding.static import cache_shape
 from ...errors import BackendUnavailableError, OptionError
-from ..base import no_torch_programs
+from ..base import no_torch_programs, parse_version
 from .programs import load_program
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,6 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 MAX_GRAPHS = 32
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
 
 @dataclass
@@ -72,9 +69,11 @@ class TorchCudaBackend:
         if m.torch_programs is None:
             raise no_torch_programs(bundle)
         programs = m.torch_programs
-        if _version(torch.__version__) < _version(programs.torch_version):
+        if parse_version(torch.__version__) < parse_version(programs.torch_version):
             raise BackendUnavailableError(f"the programs in {bundle.path} were saved by torch {programs.torch_version}; "
-                                          f"this is torch {torch.__version__}: pip install 'torch>={programs.torch_version}'")
+                                          f"this is torch {torch.__version__}: pip install 'torch>={programs.torch_version}'",
+                                          reason=f"torch {torch.__version__} is older than the programs' "
+                                                 f"torch {programs.torch_version}")
         if dtype not in programs.encoder:
             raise OptionError(f"{bundle.path} has torch programs in {', '.join(programs.encoder)}, not {dtype!r}; "
                               "pass one of those as dtype")
@@ -83,7 +82,8 @@ class TorchCudaBackend:
         else:
             if not torch.cuda.is_available():
                 raise BackendUnavailableError("torch sees no CUDA GPU (torch.cuda.is_available() is False); "
-                                              "use backend='onnxruntime', or install a CUDA build of torch")
+                                              "use backend='onnxruntime', or install a CUDA build of torch",
+                                              reason="torch sees no CUDA GPU")
             self.device = torch.device("cuda", device or 0)
         self.dtype = DTYPES[dtype]
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
