@@ -19,7 +19,6 @@ On a machine with a CUDA GPU and the kernels built it also times `ec_logsoftmax_
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import chart, machine, write  # noqa: E402
+from timing import chart, machine, median, write  # noqa: E402
 
 from edge_caption.decoding import beam_reference, core  # noqa: E402
 from edge_caption.decoding.processors import log_softmax  # noqa: E402
@@ -273,10 +272,6 @@ def bench_beam_gpu(report: dict) -> None:
                      "torch_log_softmax_topk_us": timings["torch"], "speedup": timings["torch"] / timings["kernel"]}
 
 
-def _median(values) -> float:
-    return float(statistics.median(values)) if values else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="write results/beam_cpu.json (and a PNG chart)")
@@ -310,28 +305,28 @@ def main() -> None:
         py_replay = replay(beam_reference.Beams, options, eos, recorded, max(1, args.repeats // 4))
         full = lambda steps, col: [s[col] for s in steps if s[0] == BATCH]  # noqa: E731
         row = {
-            "cython_us_per_step": _median(full(cy_replay, 1)),
-            "python_us_per_step": _median(full(py_replay, 1)),
-            "cython_us_per_step_in_loop": _median(full(cy_steps, 4)),
-            "python_us_per_step_in_loop": _median(full(py_steps, 4)),
+            "cython_us_per_step": median(full(cy_replay, 1)),
+            "python_us_per_step": median(full(py_replay, 1)),
+            "cython_us_per_step_in_loop": median(full(cy_steps, 4)),
+            "python_us_per_step_in_loop": median(full(py_steps, 4)),
             "cython_us_per_step_in_loop_mean_all_steps": float(np.mean([s[4] for s in cy_steps])),
             "python_us_per_step_in_loop_mean_all_steps": float(np.mean([s[4] for s in py_steps])),
-            "log_softmax_us": _median(full(cy_steps, 1)),
-            "cython_processors_us": _median(full(cy_steps, 2)), "python_processors_us": _median(full(py_steps, 2)),
-            "cython_candidates_us": _median(full(cy_steps, 3)), "python_candidates_us": _median(full(py_steps, 3)),
+            "log_softmax_us": median(full(cy_steps, 1)),
+            "cython_processors_us": median(full(cy_steps, 2)), "python_processors_us": median(full(py_steps, 2)),
+            "cython_candidates_us": median(full(cy_steps, 3)), "python_candidates_us": median(full(py_steps, 3)),
             "steps_in_loop": len(cy_steps), "steps_in_loop_at_full_batch": len(full(cy_steps, 4)),
             "steps_replayed_at_full_batch": len(full(cy_replay, 1)),
         }
         row["speedup_vs_python"] = row["python_us_per_step"] / row["cython_us_per_step"]
         row["speedup_vs_python_in_loop"] = row["python_us_per_step_in_loop"] / row["cython_us_per_step_in_loop"]
-        row["cython_host_us_per_step"] = sum(_median(full(cy_steps, c)) for c in (1, 2, 3, 4))
-        row["python_host_us_per_step"] = sum(_median(full(py_steps, c)) for c in (1, 2, 3, 4))
+        row["cython_host_us_per_step"] = sum(median(full(cy_steps, c)) for c in (1, 2, 3, 4))
+        row["python_host_us_per_step"] = sum(median(full(py_steps, c)) for c in (1, 2, 3, 4))
         row["cython_from_logprobs_us_per_step"] = row["cython_candidates_us"] + row["cython_us_per_step_in_loop"]
         if not args.no_transformers:
             hf_steps, hf_replay = run_transformers(options, eos, inputs, args.episodes, max(1, args.repeats // 4))
-            row["transformers_us_per_step"] = _median(hf_replay)
-            row["transformers_us_per_step_in_loop"] = _median([k for _, k in hf_steps])
-            row["transformers_topk_us"] = _median([t for t, _ in hf_steps])
+            row["transformers_us_per_step"] = median(hf_replay)
+            row["transformers_us_per_step_in_loop"] = median([k for _, k in hf_steps])
+            row["transformers_topk_us"] = median([t for t, _ in hf_steps])
             row["transformers_from_logprobs_us_per_step"] = row["transformers_topk_us"] + \
                 row["transformers_us_per_step_in_loop"]
             row["speedup_vs_transformers"] = row["transformers_us_per_step"] / row["cython_us_per_step"]

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from timing import chart, measure, write  # noqa: E402
+from timing import bundle_size_mb, chart, measure, median, write  # noqa: E402
 
 NEW_TOKENS = 16
 WORKLOADS = [{"name": f"b{batch} {'greedy' if beams == 1 else f'beam{beams}'}", "batch": batch, "num_beams": beams,
@@ -103,7 +103,7 @@ def bench_w3(work: Path, repeats: int, optimum_python: str | None) -> dict:
     breakdown = None
     for label, bundle in (("ours fp32", fp32), ("ours int8", int8)):
         captioner = EdgeCaptioner(bundle, backend="onnxruntime")
-        contenders[label] = {"workloads": {}, "bundle_mb": _size_mb(bundle)}
+        contenders[label] = {"workloads": {}, "bundle_mb": bundle_size_mb(bundle)}
         for w in WORKLOADS:
             px = pixels[: w["batch"]]
             run = lambda: captioner.caption_pixels(px, **_our_options(w))  # noqa: E731
@@ -149,7 +149,7 @@ def bench_demo(work: Path, repeats: int) -> dict:
             texts = [p["caption"] for p in scored["predictions"]]
             predictions[(label, beams)] = texts
             quality[f"num_beams={beams}"] = {k: scored["metrics"][k] for k in ("CIDEr", "BLEU-4", "exact")}
-        out["contenders"][label] = {"workloads": rows, "bundle_mb": _size_mb(bundle), "test_split": quality}
+        out["contenders"][label] = {"workloads": rows, "bundle_mb": bundle_size_mb(bundle), "test_split": quality}
         captioner.close()
     for beams in (1, 3):
         same = _agreement(predictions[("ours int8", beams)], predictions[("ours fp32", beams)])
@@ -179,8 +179,8 @@ def _breakdown(captioner, bundle: Path, pixels: np.ndarray) -> dict:
     finally:
         backend.step = original
     step_ms = spent["step"] * 1e3 / spent["steps"]
-    encode = float(np.median([c.timings["encode"] for c in runs]))
-    decode = float(np.median([c.timings["decode"] for c in runs]))
+    encode = median(c.timings["encode"] for c in runs)
+    decode = median(c.timings["decode"] for c in runs)
     step_bytes = (bundle / captioner.manifest.decoder_step.file).stat().st_size
     bandwidth = _read_bandwidth()
     return {"encode_ms": encode, "decode_ms": decode, "step_ms": step_ms,
@@ -236,10 +236,6 @@ def _row(timing: dict, w: dict, identical: bool | None, agreement: float | None 
 
 def _agreement(ours: list, theirs: list) -> float:
     return sum(a == b for a, b in zip(ours, theirs)) / len(theirs)
-
-
-def _size_mb(bundle: Path) -> float:
-    return sum(p.stat().st_size for p in Path(bundle).iterdir()) / 1e6
 
 
 def _say(label: str, w: dict, timing: dict) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,11 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from timing import write  # noqa: E402
-
-
-def bundle_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+from timing import bundle_size_mb, summarize, write  # noqa: E402
 
 
 def latency_ms(captioner, frames, **decoding) -> dict[str, float]:
@@ -32,9 +27,7 @@ def latency_ms(captioner, frames, **decoding) -> dict[str, float]:
         start = time.perf_counter()
         captioner.caption(frame, **decoding)
         samples.append((time.perf_counter() - start) * 1e3)
-    samples.sort()
-    return {"median_ms": statistics.median(samples), "p10_ms": samples[len(samples) // 10],
-            "p90_ms": samples[(9 * len(samples)) // 10], "images": len(samples)}
+    return {**summarize(samples), "images": len(samples)}
 
 
 def main() -> None:
@@ -47,13 +40,13 @@ def main() -> None:
 
     from edge_caption import EdgeCaptioner
     from edge_caption.evaluation import evaluate
-    from edge_caption.scenes import split_samples
+    from edge_caption.evaluation.scenes import split_samples
 
     frames = [s.image for s in split_samples("test", count=args.latency_images)]
     rows = []
     for path in args.bundles:
         with EdgeCaptioner(path, backend="onnxruntime") as captioner:
-            row = {"bundle": str(path), "family": captioner.manifest.family, "size_mb": round(bundle_mb(path), 2)}
+            row = {"bundle": str(path), "family": captioner.manifest.family, "size_mb": round(bundle_size_mb(path), 2)}
             for label, decoding in (("greedy", {"num_beams": 1}), ("beam3", {"num_beams": 3})):
                 result = evaluate(captioner, "test", limit=args.limit, meteor=False, progress=False, **decoding)
                 row[label] = {"metrics": result["metrics"], "images": result["images"],

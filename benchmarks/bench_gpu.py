@@ -1,249 +1,220 @@
-"""Ours on one NVIDIA GPU next to what users would otherwise run there: every peer in one run.
+"""Ours on one NVIDIA GPU next to what users would otherwise run there, each contender in its own process.
 
 W1: a ViT-B/16 + GPT-2-small sized VisionEncoderDecoder (random weights), batch 1, beam 3, exactly 16
-new tokens, fp16, timed from preprocessed pixel values to token ids:
-- `transformers` `generate()`, eager, fp16;
-- `generate()` with a static cache and `torch.compile` (mode "reduce-overhead"), where it works (the
-  reason is recorded where it does not);
-- ours on ONNX Runtime's CUDA execution provider, where onnxruntime-gpu is installed (fp32 graphs);
-- ours, backend="torch-cuda" (the TensorRT-shaped step as a torch.export program, fp16, CUDA graphs).
-W2: batch 8 and 32, beam 3, 16 tokens: captions/s and the batch's p50 / p99 latency.
-For each: peak GPU memory, and whether its tokens are `generate()` fp16's (agreement). Then ours'
-per-step breakdown from torch.profiler: kernels, CUDA graph launches, host syncs and copies per step.
+new tokens, fp16, from preprocessed pixel values to token ids. W2: batch 32 (and 8 without --quick).
+Contenders (gpu_contenders.py), each run by isolate.py in a child process with a time limit, so a crash
+(the static-cache + torch.compile peer segfaulted on torch 2.11 / transformers 5.17) or a hang becomes
+that row's reason and the JSON is written whatever happens:
+- `transformers` `generate()`, eager;
+- `generate()` with a static cache and `torch.compile` (mode "reduce-overhead");
+- ours, `EdgeCaptioner(bundle, backend="onnxruntime")` on the CUDA EP (skipped without onnxruntime-gpu);
+- ours, `EdgeCaptioner(bundle, backend="torch-cuda")`: also caption() of a 1280x720 BGR frame, kernels
+  per step and host reads per caption (torch.profiler), one caption under sync debug mode "error".
+Then the issue's targets, each PASS / FAIL with its number (targets.py).
 
-    python benchmarks/bench_gpu.py [--json] [--work DIR] [--repeats 20]
-    python benchmarks/bench_gpu.py --smoke        # a tiny model on whatever device is here (CI)
+    python benchmarks/bench_gpu.py [--quick] [--out FILE] [--work DIR] [--budget-s 240]
+    python benchmarks/bench_gpu.py --export-only --work DIR     # only export W1's bundle (time it)
+    python benchmarks/bench_gpu.py --smoke       # a tiny model, fp32, on whatever device is here (CI)
+    python benchmarks/bench_gpu.py --cpu         # the same on the CPU (gpu_check.sh --cpu)
+    python benchmarks/bench_gpu.py --cpu --contenders FILE.py   # FILE's CONTENDERS instead (tests)
 
-The JSON (benchmarks/results/gpu.json, with gpu.png) names the GPU, driver, CUDA and torch.
+`--json` writes benchmarks/results/gpu.json (and gpu.png) on a GPU; `--out FILE` writes the JSON there.
+It names the GPU, driver, CUDA and torch.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from timing import chart, machine, write  # noqa: E402
+import isolate  # noqa: E402
+from isolate import Contender  # noqa: E402
+from targets import evaluate, table  # noqa: E402
+from timing import RESULTS, chart, machine, write  # noqa: E402
 
 NEW_TOKENS = 16
-W1 = {"name": "W1 b1 beam3", "batch": 1, "num_beams": 3}
-W2 = [{"name": f"W2 b{b} beam3", "batch": b, "num_beams": 3} for b in (8, 32)]
+W1 = {"name": "W1 b1 beam3", "batch": 1, "num_beams": 3, "start": 0, "agreement": True}
+W2_8 = {"name": "W2 b8 beam3", "batch": 8, "num_beams": 3, "start": 1, "agreement": False}
+W2_32 = {"name": "W2 b32 beam3", "batch": 32, "num_beams": 3, "start": 1, "agreement": True}
+FRAME = (720, 1280, 3)
+OURS = "ours, torch-cuda"
+BASELINE = "generate() eager"
+CONTENDERS = [       # the baseline (short), then ours: the budget may run out, and these two decide the targets
+    Contender(BASELINE, "gpu_contenders:generate_eager", 90),
+    Contender("ours, torch-cuda, uncompiled", "gpu_contenders:ours_torch_uncompiled", 90),
+    Contender(OURS, "gpu_contenders:ours_torch", 240),
+    Contender("ours, ONNX Runtime", "gpu_contenders:ours_onnxruntime", 120),
+    Contender("generate() static cache + torch.compile", "gpu_contenders:generate_compiled", 150),
+]
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # an outer `timeout` still gets a JSON
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="write benchmarks/results/gpu.json and gpu.png")
-    parser.add_argument("--work", type=Path, help="keep the exported model and bundle here between runs")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="write benchmarks/results/gpu.json and gpu.png (GPU runs)")
+    parser.add_argument("--out", type=Path, help="write the JSON here (any run)")
+    parser.add_argument("--work", type=Path, help="keep the exported bundle and the images here between runs")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, W1 and W2 b32 only (gpu_check.sh)")
+    parser.add_argument("--repeats", type=int, help="timed runs per workload (default 20, --quick 10, tiny 3)")
+    parser.add_argument("--budget-s", type=float, default=1800, help="stop starting contenders after this long")
     parser.add_argument("--smoke", action="store_true", help="tiny model, fp32, few repeats, any device")
+    parser.add_argument("--cpu", action="store_true", help="--smoke on the CPU even where a GPU is")
+    parser.add_argument("--export-only", action="store_true", help="export the bundle into --work and stop")
+    parser.add_argument("--no-export", action="store_true", help="use the bundle in --work if there; never export")
+    parser.add_argument("--contenders", type=Path, metavar="FILE.py",
+                        help="run the CONTENDERS list of this file instead of the usual ones (the tests inject doubles)")
     args = parser.parse_args()
-    import torch
-
-    if not args.smoke and not torch.cuda.is_available():
-        sys.exit("bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False); --smoke runs it anywhere")
+    deadline = time.monotonic() + args.budget_s
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-gpu-"))
-    result = bench(work, repeats=3 if args.smoke else args.repeats, smoke=args.smoke)
+    tiny = args.smoke or args.cpu
+    device = "cpu" if args.cpu else ("cuda" if _cuda() else "cpu")
+    if device == "cpu" and not tiny:
+        sys.exit("bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False); --smoke or --cpu run it anywhere")
+    spec = {"model": "tiny_vit_gpt2" if tiny else "vit_gpt2_base", "device": device,
+            "dtype": "float32" if tiny else "float16", "new_tokens": NEW_TOKENS,
+            "workloads": [W1] if tiny else [W1, W2_32] if args.quick else [W1, W2_8, W2_32],
+            "warmup": 1 if tiny else 2, "repeats": args.repeats or (3 if tiny else 10 if args.quick else 20)}
+    bundle = work / f"{spec['model']}.ecap"
+    exported = ({"status": "skipped", "reason": "--no-export"} if args.no_export
+                else prepare_bundle(bundle, spec, work, deadline))
+    if args.export_only:
+        print(json.dumps(exported))
+        sys.exit(0 if (bundle / "manifest.json").is_file() else 1)
+    contenders = isolate.load(f"{args.contenders}:CONTENDERS") if args.contenders else CONTENDERS
+    result = bench(spec, bundle, work, deadline, contenders)
+    result["export"] = exported
+    result["mode"] = "cpu" if device == "cpu" else "gpu"
+    result["quick"] = args.quick
     print(json.dumps(summary(result), indent=2))
-    if args.json and not args.smoke:
-        print(f"wrote {write('gpu', result)}")
-        groups = {w: {who: row["ms_per_caption"] for who, c in result["contenders"].items()
-                      if (row := c.get("workloads", {}).get(w))} for w in [W1["name"], *[x["name"] for x in W2]]}
-        print(f"wrote {chart('gpu', groups, ylabel='ms per caption (lower is better)', log=True, title=result['title'])}")
+    print(table(result["targets"]), file=sys.stderr)
+    save(result, args, gpu=device == "cuda" and not tiny)
 
 
-def bench(work: Path, *, repeats: int, smoke: bool) -> dict:
-    import torch
-
-    from edge_caption.export import export
-    from edge_caption.export import testing
-
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    dtype = torch.float16 if cuda and not smoke else torch.float32
-    model = (testing.tiny_vit_gpt2(0) if smoke else testing.vit_gpt2_base()).eval()
-    bundle = work / ("tiny.ecap" if smoke else "w1.ecap")
-    if not (bundle / "manifest.json").is_file():
-        tokenizer = testing.tiny_tokenizer(kind="bpe") if smoke else testing.tiny_tokenizer(vocab_size=50257)
-        export(model, bundle, tokenizer=tokenizer, targets=("onnx", "torch"), overwrite=True)
-    size = model.config.encoder.image_size
-    workloads = [W1] if smoke else [W1, *W2]
-    pixels = np.random.default_rng(0).standard_normal((max(w["batch"] for w in workloads), 3, size, size)
-                                                      ).astype(np.float32)
-    hf = model.to(device, dtype)
-    contenders: dict[str, dict] = {}
-    reference: dict[str, list] = {}
-
-    def hf_runner(m) -> Callable[[dict], Callable[[], Any]]:
-        def make(w):
-            px = torch.from_numpy(pixels[: w["batch"]]).to(device, dtype)
-            return lambda: m.generate(pixel_values=px, do_sample=False, num_beams=w["num_beams"],
-                                      max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)[:, 1:].tolist()
-        return make
-
-    contenders["generate() eager"] = run_contender(hf_runner(hf), workloads, repeats, reference, device)
-    contenders["generate() static cache + torch.compile"] = (
-        {"skipped": "--smoke"} if smoke else compiled_generate(hf, hf_runner, workloads, repeats, reference, device))
-    contenders["ours, ONNX Runtime CUDA EP"] = ours_onnxruntime(bundle, pixels, workloads, repeats, reference, device)
-    contenders["ours, torch-cuda"] = ours_torch(bundle, pixels, workloads, repeats, reference, device,
-                                                "float16" if dtype == torch.float16 else "float32")
-    base = contenders["generate() eager"]["workloads"]
-    for c in contenders.values():
-        for name, row in c.get("workloads", {}).items():
-            row["speedup_vs_generate_eager"] = base[name]["ms_per_caption"] / row["ms_per_caption"]
-    ours = contenders["ours, torch-cuda"]
-    return {"title": f"{'tiny (smoke)' if smoke else 'W1/W2: ViT-B/16 + GPT-2 small'}, {NEW_TOKENS} new tokens, "
-                     f"{torch.cuda.get_device_name() if cuda else 'CPU'}",
-            "device": gpu_facts(), "dtype": str(dtype).replace("torch.", ""), "new_tokens": NEW_TOKENS,
-            "contenders": contenders, "ours_breakdown": ours.pop("breakdown", None)}
-
-
-def run_contender(make: Callable[[dict], Callable[[], Any]], workloads: list[dict], repeats: int,
-                  reference: dict[str, list], device) -> dict:
-    import torch
-
-    found: dict[str, Any] = {"workloads": {}}
-    for w in workloads:
-        run = make(w)
-        tokens = run()                                   # warm-up (compiles, captures graphs)
-        run()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        samples = []
-        for _ in range(repeats):
-            sync(device)
-            start = time.perf_counter()
-            run()
-            sync(device)
-            samples.append((time.perf_counter() - start) * 1e3)
-        samples.sort()
-        median = statistics.median(samples)
-        row = {"median_ms": median, "p50_ms": median, "p99_ms": samples[min(len(samples) - 1, int(0.99 * len(samples)))],
-               "ms_per_caption": median / w["batch"], "captions_per_s": 1e3 * w["batch"] / median, "repeats": repeats}
-        if device.type == "cuda":
-            row["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-        if w["name"] not in reference:
-            reference[w["name"]] = tokens
-        row["agreement_with_generate_eager"] = sum(a == b for a, b in zip(tokens, reference[w["name"]])) / len(tokens)
-        found["workloads"][w["name"]] = row
-        print(f"{w['name']:<14} {median / w['batch']:9.2f} ms per caption", file=sys.stderr, flush=True)
-    return found
-
-
-def compiled_generate(hf, hf_runner, workloads, repeats, reference, device) -> dict:
-    import torch
-
+def _cuda() -> bool:
     try:
-        hf.generation_config.cache_implementation = "static"
-        hf.decoder.forward = torch.compile(hf.decoder.forward, mode="reduce-overhead", fullgraph=False)
-        return run_contender(hf_runner(hf), workloads, repeats, reference, device)
-    except Exception as exc:   # what fails varies with the transformers / torch pair: record it
-        return {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-    finally:
-        hf.generation_config.cache_implementation = None
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
-def ours_onnxruntime(bundle, pixels, workloads, repeats, reference, device) -> dict:
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return {"skipped": f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (pip install onnxruntime-gpu)"}
-    from edge_caption.backends.onnxruntime import OnnxRuntimeBackend
-    from edge_caption.bundle import Bundle
-
-    b = Bundle.open(bundle)
-    return run_contender(_decoder(OnnxRuntimeBackend(b, device=0), b.manifest, pixels), workloads, repeats,
-                         reference, device)
+def prepare_bundle(bundle: Path, spec: dict, work: Path, deadline: float) -> dict:
+    """Export the bundle in a child process (timed, and survivable) unless it is already there."""
+    if (bundle / "manifest.json").is_file():
+        return {"status": "ok", "reason": "already exported", "wall_s": 0.0}
+    task = Contender("export", "bench_export:export_bundle", 400)
+    return isolate.run(task, {**spec, "bundle": str(bundle)}, work / "rows", deadline=deadline)
 
 
-def ours_torch(bundle, pixels, workloads, repeats, reference, device, dtype: str) -> dict:
-    from edge_caption.backends.torch_cuda import TorchCudaBackend
-    from edge_caption.bundle import Bundle
-
-    b = Bundle.open(bundle)
-    backend = TorchCudaBackend(b, device=0 if device.type == "cuda" else "cpu", dtype=dtype)
-    make = _decoder(backend, b.manifest, pixels)
-    found = run_contender(make, workloads, repeats, reference, device)
-    found["describe"] = backend.describe
-    found["breakdown"] = profile(make(W1), device)
-    return found
-
-
-def _decoder(backend, manifest, pixels) -> Callable[[dict], Callable[[], Any]]:
-    from edge_caption.decoding import decode
-    from edge_caption.options import DecodeOptions
-
-    def make(w):
-        px = pixels[: w["batch"]]
-        opts = DecodeOptions(num_beams=w["num_beams"], max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
-        return lambda: [list(per[0].token_ids) for per in decode(backend, manifest, backend.encode(px), opts)]
-    return make
-
-
-def profile(run: Callable[[], Any], device) -> dict:
-    """One W1 caption under torch.profiler: what a decoder step costs in kernels, launches and syncs."""
-    import torch
-    from torch.profiler import ProfilerActivity
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    run()
-    with torch.profiler.profile(activities=activities) as prof:
-        run()
-    events = prof.key_averages()
-    count = lambda *names: sum(e.count for e in events if any(n in e.key for n in names))  # noqa: E731
-    kernels = sum(e.count for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
-    steps = NEW_TOKENS + 1                               # the prompt step and one per new token but the last
-    return {"steps": steps, "cuda_kernels_per_step": kernels / steps,
-            "graph_launches_per_step": count("cudaGraphLaunch") / steps,
-            "host_syncs_per_step": count("cudaStreamSynchronize", "cudaDeviceSynchronize") / steps,
-            "memcpy_per_step": count("cudaMemcpyAsync", "Memcpy") / steps,
-            "top_ops": [{"op": e.key, "count": e.count, "cpu_ms": e.cpu_time_total / 1e3}
-                        for e in sorted(events, key=lambda e: -e.cpu_time_total)[:12]]}
-
-
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def gpu_facts() -> dict:
-    import subprocess
-
-    import torch
-
-    facts = {"torch": torch.__version__, "cuda": torch.version.cuda, **machine()}
-    if torch.cuda.is_available():
-        facts["gpu"] = torch.cuda.get_device_name()
-        facts["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+def bench(spec: dict, bundle: Path, work: Path, deadline: float, contenders: list[Contender]) -> dict:
+    """Run every contender (each isolated), compare tokens with generate()'s, evaluate the targets.
+    Always returns a result, whatever the contenders did."""
+    work.mkdir(parents=True, exist_ok=True)
+    size = 32 if spec["model"].startswith("tiny") else 224
+    images = work / f"images-{size}.npy"
+    count = max(w["start"] + w["batch"] for w in spec["workloads"])
+    np.save(images, np.random.default_rng(0).standard_normal((max(count, 33), 3, size, size)).astype(np.float32))
+    frame = work / "frame-1280x720.npy"
+    np.save(frame, np.random.default_rng(1).integers(0, 256, FRAME, dtype=np.uint8))
+    spec = {**spec, "bundle": str(bundle), "images": str(images), "frame": str(frame)}
+    rows: dict[str, dict] = {}
+    for c in contenders:
         try:
-            facts["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                             capture_output=True, text=True, timeout=20).stdout.strip()
-        except (OSError, subprocess.SubprocessError) as exc:
-            facts["driver"] = f"unknown ({exc})"
-    return facts
+            rows[c.name] = isolate.run(c, spec, work / "rows", deadline=deadline)
+        except (KeyboardInterrupt, SystemExit) as exc:      # SIGTERM from an outer time limit: keep what ran
+            rows[c.name] = {"status": "failed", "reason": f"interrupted ({type(exc).__name__})"}
+            break
+    compare(rows, spec["workloads"])
+    return {"title": f"{'tiny (smoke)' if spec['model'].startswith('tiny') else 'W1/W2: ViT-B/16 + GPT-2 small'}, "
+                     f"{NEW_TOKENS} new tokens, {spec['dtype']}, {_device_name(spec['device'])}",
+            "device": facts(), "dtype": spec["dtype"], "new_tokens": NEW_TOKENS, "workloads": spec["workloads"],
+            "contenders": rows, "targets": evaluate(rows, spec, ours=OURS, baseline=BASELINE)}
+
+
+def compare(rows: dict[str, dict], workloads: list[dict]) -> None:
+    """Speed-up over, and token agreement with, generate() eager, where both ran the workload."""
+    base = rows.get(BASELINE, {}).get("workloads", {})
+    for row in rows.values():
+        for name, w in row.get("workloads", {}).items():
+            if name in base:
+                w["speedup_vs_generate_eager"] = base[name]["ms_per_caption"] / w["ms_per_caption"]
+                theirs = base[name]["tokens"]
+                w["agreeing_captions"] = sum(a == b for a, b in zip(w["tokens"], theirs))
+                w["agreement_with_generate_eager"] = w["agreeing_captions"] / len(theirs)
+
+
+def _device_name(device: str) -> str:
+    if device != "cuda":
+        return "CPU"
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
+def facts() -> dict:
+    """The GPU, driver, CUDA and torch, and the machine (timing.machine)."""
+    found = machine()
+    try:
+        import torch
+
+        found.update(torch=torch.__version__, cuda=torch.version.cuda)
+        if torch.cuda.is_available():
+            found["gpu"] = torch.cuda.get_device_name()
+            found["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+    except ImportError:
+        pass
+    try:
+        found["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                         capture_output=True, text=True, timeout=20).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        found["driver"] = None
+    return found
 
 
 def summary(result: dict) -> dict:
-    table = {}
+    """ms per caption, captions/s, speed-up and agreement per contender and workload (stdout)."""
+    out = {}
     for who, c in result["contenders"].items():
-        if "skipped" in c:
-            table[who] = f"skipped: {c['skipped']}"
-            continue
-        table[who] = {name: {"ms_per_caption": round(r["ms_per_caption"], 3), "captions_per_s": round(r["captions_per_s"], 1),
-                             "x_generate": round(r["speedup_vs_generate_eager"], 2),
-                             "agreement": r["agreement_with_generate_eager"]}
-                      for name, r in c["workloads"].items()}
-    return {"device": result["device"].get("gpu", "CPU"), "ms per caption": table}
+        rows = {name: {"ms_per_caption": round(r["ms_per_caption"], 3), "captions_per_s": round(r["captions_per_s"], 1),
+                       "x_generate": round(r.get("speedup_vs_generate_eager", float("nan")), 2),
+                       "agreement": r.get("agreement_with_generate_eager")}
+                for name, r in c.get("workloads", {}).items()}
+        if c["status"] != "ok":
+            rows["status"] = f"{c['status']}: {c.get('reason')}"
+        out[who] = rows
+    return {"device": result["device"].get("gpu", "CPU"), "ms per caption": out}
+
+
+def save(result: dict, args, *, gpu: bool) -> None:
+    """The JSON to --out, and with --json on a GPU to results/gpu.json and gpu.png."""
+    payload = {"machine": machine(), **result}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    if args.json and gpu:
+        print(f"wrote {write('gpu', result)}", file=sys.stderr)
+    groups: dict[str, dict[str, float]] = {}
+    for who, c in result["contenders"].items():
+        for name, row in c.get("workloads", {}).items():
+            groups.setdefault(name, {})[who] = row["ms_per_caption"]
+    targets = ([RESULTS / "gpu.png"] if args.json and gpu else []) + ([args.out.with_suffix(".png")] if args.out else [])
+    for path in targets:
+        try:
+            print(f"wrote {chart('gpu', groups, log=True, title=result['title'], path=path, ylabel='ms per caption (lower is better)')}",
+                  file=sys.stderr)
+        except Exception as exc:                  # noqa: BLE001 - no chart (no matplotlib) must not cost the JSON
+            print(f"no chart: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main() -> None:
     from edge_caption.captioner import default_bundle_path
     from edge_caption.evaluation import evaluate
     from edge_caption.export.calibration import qdq_bundle
-    from edge_caption.scenes import write_split
+    from edge_caption.evaluation.scenes import write_split
 
     results = {"calibration_images": args.calibration, "test_images": args.limit, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -30,12 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from timing import chart, measure, write  # noqa: E402
-
-
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))] if values else None
+from timing import chart, measure, percentile, write  # noqa: E402
 
 
 def closed_loop(call, images, clients: int, seconds: float) -> dict:
@@ -62,7 +56,7 @@ def closed_loop(call, images, clients: int, seconds: float) -> dict:
         t.join()
     elapsed = time.monotonic() - began
     return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
-            "captions_per_s": len(latencies) / elapsed, "latency_ms_p50": statistics.median(latencies),
+            "captions_per_s": len(latencies) / elapsed, "latency_ms_p50": percentile(latencies, 0.5),
             "latency_ms_p99": percentile(latencies, 0.99)}
 
 
@@ -101,7 +95,7 @@ def bench_ray(args, scenes, count: int) -> dict:
     from edge_caption import EdgeCaptioner
     from edge_caption.frames import expand_inputs, is_video, video_frames
     from edge_caption.ray import caption_images
-    from edge_caption.scenes import scene_video
+    from edge_caption.evaluation.scenes import scene_video
 
     with tempfile.TemporaryDirectory() as tmp:
         images = count // 2
@@ -168,7 +162,7 @@ def main() -> None:
     args.instances = [int(i) for i in args.instances.split(",")]
     args.frames = [int(f) for f in args.frames.split(",")]
 
-    from edge_caption.scenes import split_samples
+    from edge_caption.evaluation.scenes import split_samples
 
     load_before = os.getloadavg()
     scenes = [s.image for s in split_samples("test", count=64, size=(224, 224))]

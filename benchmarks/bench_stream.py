@@ -10,7 +10,6 @@ the shipped default model on ONNX Runtime.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from timing import write  # noqa: E402
+from timing import percentile, write  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -41,11 +40,6 @@ def camera(frames, fps: float, count: int | None = None, seconds: float | None =
         i += 1
 
 
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))] if values else None
-
-
 def run(captioner, frames, sources: int, fps: float, seconds: float) -> dict:
     cams = [camera(frames[k::sources] or frames, fps, seconds=seconds) for k in range(sources)]
     start = time.monotonic()
@@ -58,7 +52,7 @@ def run(captioner, frames, sources: int, fps: float, seconds: float) -> dict:
     captioned = sum(s["captioned"] for s in stats)
     return {"sources": sources, "fps_per_source": fps, "seconds": round(elapsed, 2), "frames_read": read,
             "captioned": captioned, "captions_per_s": captioned / elapsed, "drop_rate": dropped / max(1, read),
-            "latency_ms_p50": statistics.median(latencies) if latencies else None,
+            "latency_ms_p50": percentile(latencies, 0.5),
             "latency_ms_p99": percentile(latencies, 0.99),
             "accounted": all(s["read"] == s["captioned"] + s["dropped"] + s["gated"] + s["waiting"] for s in stats)}
 
@@ -90,7 +84,8 @@ def main() -> None:
     parser.add_argument("--soak", type=int, help="instead: one source, this many frames, RSS at start and end")
     args = parser.parse_args()
 
-    from edge_caption import EdgeCaptioner, scenes
+    from edge_caption import EdgeCaptioner
+    from edge_caption.evaluation import scenes
 
     frames = [frame for frame, _ in scenes.scene_video(0, frames=300, size=(160, 160))]
     with EdgeCaptioner(backend="onnxruntime") as captioner:

@@ -1,4 +1,5 @@
-"""The one timing helper every benchmark uses: warm-up, repeats, median/p10/p90, machine and versions."""
+"""The one timing helper every benchmark uses: the timing loop, percentiles, bundle sizes, the machine and
+versions, the JSON and the chart."""
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -8,24 +9,64 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def measure(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10) -> dict[str, float]:
-    """Wall-clock milliseconds of `fn()`: median, p10, p90, min over `repeats` runs after `warmup`."""
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The `q` quantile (0..1) of `values` by nearest rank (no interpolation); None when empty.
+
+    The one percentile every benchmark reports (p10 / p50 / p90 / p99), so that one script's p99
+    means what another's does."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+def median(values: Iterable[float]) -> float:
+    """The median of `values` (the mean of the middle two for an even count); NaN when empty."""
+    values = list(values)
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def summarize(samples_ms: Iterable[float]) -> dict[str, Any]:
+    """median, p10, p50, p90, p99 and min of samples in milliseconds, with their count."""
+    samples = sorted(samples_ms)
+    if not samples:
+        return {"repeats": 0}
+    return {"median_ms": statistics.median(samples), "p10_ms": percentile(samples, 0.1),
+            "p50_ms": percentile(samples, 0.5), "p90_ms": percentile(samples, 0.9),
+            "p99_ms": percentile(samples, 0.99), "min_ms": samples[0], "repeats": len(samples)}
+
+
+def measure(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10,
+            sync: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Wall-clock milliseconds of `fn()` over `repeats` runs after `warmup`: see `summarize`.
+
+    `sync` (e.g. torch.cuda.synchronize) runs before the clock starts and before it stops, so work
+    a call leaves queued on a GPU is counted in that call, not the next."""
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(repeats):
+        if sync is not None:
+            sync()
         start = time.perf_counter()
         fn()
+        if sync is not None:
+            sync()
         samples.append((time.perf_counter() - start) * 1e3)
-    samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]  # noqa: E731
-    return {"median_ms": statistics.median(samples), "p10_ms": pick(0.1), "p90_ms": pick(0.9),
-            "min_ms": samples[0], "repeats": repeats}
+    return summarize(samples)
+
+
+def bundle_size_mb(path: str | Path) -> float:
+    """Megabytes (10^6 bytes) of every file under `path` (a bundle directory, or one file)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
 def machine() -> dict[str, Any]:
@@ -60,8 +101,8 @@ def _short(value: float) -> str:
 
 
 def chart(name: str, groups: dict[str, dict[str, float]], *, ylabel: str, title: str,
-          log: bool = False) -> Path:
-    """A grouped bar chart, `results/<name>.png`: one group per workload, one bar per contender.
+          log: bool = False, path: Path | None = None) -> Path:
+    """A grouped bar chart, `results/<name>.png` (or `path`): one group per workload, one bar per contender.
 
     matplotlib is imported here, not at the top, so a benchmark still runs (and writes its JSON)
     without it; `pip install matplotlib` for the chart."""
@@ -85,8 +126,8 @@ def chart(name: str, groups: dict[str, dict[str, float]], *, ylabel: str, title:
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.png"
+    path = Path(path) if path is not None else RESULTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -9,12 +9,17 @@ library when it is made.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import (BackendUnavailableError, BundleError, EdgeCaptionError, EngineMismatchError, ExportError,
                      FrameError, OptionError, SourceError)
 from .options import DecodeOptions
 from .types import Caption, CaptionEvent
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:       # type checkers and IDEs see the class; at run time __getattr__ loads it on first use
+    from .captioner import EdgeCaptioner
 
 
 def __getattr__(name: str):

@@ -77,15 +77,13 @@ class EdgeCaptioner:
         BGRA/RGBA, a PIL image, or an image path).
 
         `return_attention=True`: for families that attend (show-attend-tell), `Caption.attention` is
-        float32 [tokens, h, w], where each generated token looked (see `edge_caption.overlay`)."""
-        return self._caption_frames([frame], color, return_attention, decoding)[0]
+        float32 [tokens, h, w], where each generated token looked (see `edge_caption.stream.overlay`)."""
+        return self.caption_batch([frame], color=color, return_attention=return_attention, **decoding)[0]
 
-    def caption_batch(self, frames: Iterable[Any], *, color: str = "bgr", **decoding: Any) -> list[Caption]:
-        """Caption several frames in one encode and one decode."""
-        return self._caption_frames(frames, color, False, decoding)
-
-    def _caption_frames(self, frames: Iterable[Any], color: str, return_attention: bool,
-                        decoding: dict[str, Any]) -> list[Caption]:
+    def caption_batch(self, frames: Iterable[Any], *, color: str = "bgr", return_attention: bool = False,
+                      **decoding: Any) -> list[Caption]:
+        """Caption several frames (each as `caption()` takes it) in one encode and one decode; one
+        `Caption` per frame, in order. `return_attention` as for `caption()`."""
         options = self.defaults.replace(**decoding)
         start = time.perf_counter()
         if isinstance(frames, np.ndarray) and frames.ndim < 4:

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 
 class EdgeCaptionError(Exception):
-    """Base class: catch this to catch everything edge-caption raises on purpose."""
+    """Base class: catch this to catch everything edge-caption raises on purpose.
+
+    `reason` is the short cause alone (no fix), for callers that report why something was not used,
+    as `backend="auto"` does for each backend it skips; without one given, it is the whole message."""
+
+    def __init__(self, *args: object, reason: str | None = None):
+        super().__init__(*args)
+        self.reason = reason if reason is not None else (str(args[0]) if args else "")
 
 
 class FrameError(EdgeCaptionError, ValueError):
@@ -53,5 +60,6 @@ class ServeError(EdgeCaptionError, RuntimeError):
 def missing_extra(package: str, extra: str) -> BackendUnavailableError:
     """The error for an optional dependency that is not installed, with the line that installs it."""
     return BackendUnavailableError(
-        f"{package} is not installed; install it with: pip install 'edge-caption[{extra}]'"
+        f"{package} is not installed; install it with: pip install 'edge-caption[{extra}]'",
+        reason=f"{package} is not installed",
     )

@@ -112,6 +112,22 @@ class EngineSpec:
 
 @dataclass(frozen=True)
 class Manifest:
+    """What `NAME.ecap/manifest.json` holds (API.md's Bundle section), field by field.
+
+    name, version: the model's. family: its architecture family (the adapter that split it).
+    preprocess: how a frame becomes pixel_values. tokenizer: the tokenizer file and special ids.
+    encoder, decoder_step: the graph files with their input and output names.
+    memory: the encoder outputs the step reads; state: the step's state spec (past -> present).
+    vocab_size: the logits' width. decoding: the decoding defaults (the model's generation config).
+    precision: the graphs' precision. step_extras: extra step outputs (attention weights);
+    attention_grid: the (h, w) those attention positions form. tokens_per_step: 1 for steps that take
+    one token (RNNs), None for any number. static_step: the TensorRT-shaped step, when exported.
+    torch_programs: torch.export programs for backend="torch-cuda". engines: TensorRT engines, each
+    with its compute capability, TensorRT version and sha256. files: the sha256 of every file.
+    created_by: the versions that made the bundle. format_version: the layout's version; a newer one
+    than this runtime knows is a `BundleError` that says which release reads it.
+    """
+
     name: str
     version: str
     family: str

@@ -14,6 +14,24 @@ from .errors import OptionError
 
 @dataclass(frozen=True)
 class DecodeOptions:
+    """Decoding options, by Hugging Face's names; an unknown name or a bad value is an `OptionError`
+    that says which and lists the valid ones. A bundle's defaults come from its manifest (the model's
+    generation config).
+
+    num_beams: beams of beam search; 1 is greedy.
+    max_new_tokens: the most tokens generated after the prompt (EOS included).
+    min_new_tokens: EOS is forbidden before this many tokens.
+    length_penalty: beam scores are divided by length ** length_penalty (> 1 favours longer captions).
+    early_stopping: beam search stops as soon as num_beams captions are finished (True); when the
+        best running beam, scored at its current length, cannot beat the worst kept caption (False,
+        Hugging Face's heuristic); or only when no running beam can beat it at any length ("never").
+    no_repeat_ngram_size: no n-gram of this size appears twice (0: off).
+    repetition_penalty: logits of tokens already generated are divided (if > 0) or multiplied by it
+        (1.0: off).
+    num_return_sequences: captions returned per image (the best first, the others as
+        `Caption.alternatives`); at most num_beams.
+    """
+
     num_beams: int = 1
     max_new_tokens: int = 20
     min_new_tokens: int = 0

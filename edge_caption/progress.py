@@ -1,8 +1,10 @@
-"""A dependency-free progress bar on stderr: the runtime does not require tqdm."""
+"""Progress of long commands on stderr: a dependency-free bar (the runtime does not require tqdm) and the
+message sink that export, quantize, calibrate, build and train report through."""
 from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 
 class Progress:
@@ -31,3 +33,16 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def reporter(progress: bool | Callable[[str], None], command: str) -> Callable[[str], None]:
+    """Messages of a long command: to `progress` if callable, above any tqdm bar, or nowhere."""
+    if callable(progress):
+        return progress
+    if not progress:
+        return lambda message: None
+    try:
+        from tqdm import tqdm
+        return lambda message: tqdm.write(f"[edge-caption {command}] {message}")
+    except ImportError:
+        return lambda message: print(f"[edge-caption {command}] {message}", flush=True)

@@ -9,6 +9,7 @@ from edge_caption import __version__
 from edge_caption.errors import ExportError
 from edge_caption.manifest import GraphSpec, Manifest, Preprocess, TokenizerSpec
 from edge_caption.options import DecodeOptions
+from edge_caption.progress import reporter
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 TARGETS = ("onnx", "torch", "tensorrt")
@@ -222,16 +223,3 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return found
-
-
-def reporter(progress: bool | Callable[[str], None], command: str) -> Callable[[str], None]:
-    """Messages of a long command: to `progress` if callable, above any tqdm bar, or nowhere."""
-    if callable(progress):
-        return progress
-    if not progress:
-        return lambda message: None
-    try:
-        from tqdm import tqdm
-        return lambda message: tqdm.write(f"[edge-caption {command}] {message}")
-    except ImportError:
-        return lambda message: print(f"[edge-caption {command}] {message}", flush=True)

@@ -181,7 +181,7 @@ def qdq_bundle(source: str | Path, output: str | Path, calibration: str | Path, 
                overwrite: bool = False, progress: bool | Callable[[str], None] = True) -> Path:
     """An ONNX Runtime-runnable copy of the fp32 bundle `source` whose graphs carry int8 Q/DQ nodes
     (manifest precision "int8-qdq"): check its accuracy here, then `edge-caption build --precision int8` it."""
-    from .api import reporter
+    from edge_caption.progress import reporter
     from .writer import staging, write_manifest
 
     bundle = Bundle.open(source)

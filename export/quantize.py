@@ -30,7 +30,7 @@ def quantize_bundle(source: str | Path, output: str | Path, *, precision: str = 
     """Write an int8 copy of the fp32 bundle `source` to `output`; returns `output`.
 
     `sources`: further folders `output` must keep clear of (the model an fp32 bundle was exported from)."""
-    from .api import reporter
+    from edge_caption.progress import reporter
     from .writer import staging, write_manifest
 
     if precision not in QUANTIZABLE:

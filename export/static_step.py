@@ -29,7 +29,7 @@ import torch
 from edge_caption.errors import ExportError
 from edge_caption.manifest import STATIC_INPUTS, STATIC_OUTPUTS, StaticStepSpec
 
-from .adapters.base import SlotCache
+from .attention import SlotCache
 
 STATIC_FILE = "decoder_step_static.onnx"
 MAX_BEAMS = 8

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_caption.backends.cuda import Device, load_cudart
-from edge_caption.backends.tensorrt import load_tensorrt, parse_version
+from edge_caption.backends.base import parse_version
+from edge_caption.backends.tensorrt import load_tensorrt
 from edge_caption.bundle import Bundle, sha256_file
 from edge_caption.decoding.static import cache_length
 from edge_caption.errors import ExportError
@@ -45,7 +46,7 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
 
     `out` may be a new or empty folder or a bundle (replaced); never `bundle` itself, a folder of
     other files, or (in place) the shipped default model."""
-    from .api import reporter
+    from edge_caption.progress import reporter
     from .writer import check_destination, staging, write_manifest
 
     say = reporter(progress, "build")

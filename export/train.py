@@ -49,10 +49,10 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     """train()'s work, written into `scratch`, which becomes `out` when it returns."""
     import torch
 
-    from edge_caption.scenes import encode_caption, split_samples
+    from edge_caption.evaluation.scenes import encode_caption, split_samples
 
     from . import families
-    from .api import reporter
+    from edge_caption.progress import reporter
     from .module_backend import ModuleBackend
 
     torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
@@ -115,7 +115,7 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
 
 def validate(model, samples, backend_cls, *, batch: int = 250) -> dict[str, float]:
     """Greedy captions of `samples` through the runtime's decoding loop, scored like `edge-caption eval`."""
-    from edge_caption import metrics
+    from edge_caption.evaluation import metrics
     from edge_caption.decoding import decode
     from edge_caption.options import DecodeOptions
     from edge_caption.preprocess import preprocess
@@ -145,7 +145,7 @@ def validate(model, samples, backend_cls, *, batch: int = 250) -> dict[str, floa
 def training_data(count: int | None = None, *, progress: Callable[[str], None] = print
                   ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
     """The train split's images (BGR uint8 [N,96,96,3]) and captions, rendered once and cached."""
-    from edge_caption.scenes import SPLITS, split_samples
+    from edge_caption.evaluation.scenes import SPLITS, split_samples
 
     count = count or SPLITS["train"][1]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-caption" / f"scenes-train-0-{count}.npz"

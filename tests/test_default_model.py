@@ -81,7 +81,7 @@ def test_eval_cli_errors_say_what_to_do(tmp_path):
 
 
 def test_attention_overlay_draws_on_the_frame():
-    from edge_caption.overlay import annotate
+    from edge_caption.stream.overlay import annotate
 
     frame = cv2.imread(str(DATA / "scene.jpg"))
     with EdgeCaptioner() as captioner:
@@ -90,6 +90,19 @@ def test_attention_overlay_draws_on_the_frame():
     assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)
     if captioner.manifest.attention_grid:
         assert caption.attention.shape[1:] == captioner.manifest.attention_grid
+
+
+def test_caption_batch_returns_attention_when_asked():
+    frames = [cv2.imread(str(DATA / "scene.jpg")), cv2.imread(str(DATA / "sample.jpg"))]
+    with EdgeCaptioner() as captioner:
+        assert captioner.manifest.attention_grid == (6, 6)       # the shipped model attends
+        batch = captioner.caption_batch(frames, return_attention=True, num_beams=2)
+        alone = [captioner.caption(frame, return_attention=True, num_beams=2) for frame in frames]
+        plain = captioner.caption_batch(frames, num_beams=2)
+    for caption, single, untraced in zip(batch, alone, plain):
+        assert caption.attention.shape == (len(caption.token_ids), 6, 6)
+        assert np.allclose(caption.attention, single.attention, atol=1e-5)
+        assert caption.token_ids == single.token_ids == untraced.token_ids and untraced.attention is None
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Caption metrics: edge_caption.metrics against pycocoevalcap 1.2, the reference implementation."""
+"""Caption metrics: edge_caption.evaluation.metrics against pycocoevalcap 1.2, the reference implementation."""
 from __future__ import annotations
 
 import shutil
@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_caption import BackendUnavailableError, metrics
+from edge_caption import BackendUnavailableError
+from edge_caption.evaluation import metrics
 
 # ~30 images of already-normalized captions: 1-5 references each, and hypotheses that are exact,
 # partial, reordered, longer, shorter, repeated, one word, or empty.

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_caption import evaluation, scenes
+from edge_caption import evaluation
+from edge_caption.evaluation import scenes
 from edge_caption.errors import DataError
 
 

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_caption import EdgeCaptioner, scenes
+from edge_caption import EdgeCaptioner
+from edge_caption.evaluation import scenes
 from edge_caption.errors import OptionError, SourceError
 from edge_caption.stream import Source
 
@@ -39,6 +40,17 @@ def accounted(stats):
 
 def _capture_threads():
     return [t for t in threading.enumerate() if t.name.startswith("edge-caption capture")]
+
+
+def test_the_stream_captions_through_the_public_caption_batch(video_frames, monkeypatch):
+    calls = []
+    with EdgeCaptioner(backend="onnxruntime") as captioner:
+        batch = captioner.caption_batch
+        monkeypatch.setattr(captioner, "caption_batch", lambda frames, **kw: calls.append(kw) or batch(frames, **kw))
+        with captioner.stream(list(video_frames[:3]), return_attention=True) as stream:
+            events = list(stream)
+    assert events and calls and all(kw == {"return_attention": True} for kw in calls)
+    assert all(e.caption.attention.shape[1:] == (6, 6) for e in events)
 
 
 def test_fast_source_drops_are_counted_and_order_kept(cap, video_frames):

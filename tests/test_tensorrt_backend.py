@@ -16,7 +16,7 @@ from edge_caption.captioner import default_bundle_path
 from edge_caption.errors import BackendUnavailableError, EngineMismatchError, OptionError
 from edge_caption.export.tensorrt import BuildConfig, build_engines
 from edge_caption.options import DecodeOptions
-from edge_caption.scenes import split_samples
+from edge_caption.evaluation.scenes import split_samples
 
 from .trt_double import install
 

@@ -25,7 +25,7 @@ def test_shipped_model_on_real_tensorrt(real_trt, tmp_path, precision):
     from edge_caption import EdgeCaptioner
     from edge_caption.captioner import default_bundle_path
     from edge_caption.export.tensorrt import BuildConfig, build_engines
-    from edge_caption.scenes import split_samples
+    from edge_caption.evaluation.scenes import split_samples
 
     out = build_engines(default_bundle_path(), BuildConfig(precision=precision, batch_sizes=(1, 8),
                                                            timing_cache=tmp_path / "timing.cache"),

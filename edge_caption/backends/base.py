@@ -4,6 +4,7 @@ How a backend decodes is one of the contracts in `edge_caption/decoding/contract
 `step`, a `static_session` over the TensorRT-shaped step, or the whole search on its device."""
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -34,4 +35,14 @@ class DevicePreprocessing(Protocol):
 def no_torch_programs(bundle) -> BackendUnavailableError:
     """The error for a bundle exported without targets "torch" (said before torch is imported)."""
     return BackendUnavailableError(f"{bundle.path} has no torch programs; re-export it with --targets onnx,torch "
-                                   "(or use backend='tensorrt' / 'onnxruntime')")
+                                   "(or use backend='tensorrt' / 'onnxruntime')",
+                                   reason="the bundle has no torch programs")
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """The one version parser: '10.3.0.30' -> (10, 3, 0), '2.5.1+cu121' -> (2, 5, 1), '8.9' -> (8, 9, 0).
+
+    Compare the tuples, never the strings ("9.0" > "10.0" as text). Engines are tied to
+    major.minor.patch; a missing part counts as 0, so "10.3" and "10.3.0" are the same version."""
+    parts = [int(part) for part in re.findall(r"\d+", str(text))[:3]]
+    return (*parts, *[0] * (3 - len(parts)))

@@ -68,9 +68,11 @@ class Device:
         err, count = cudart.cudaGetDeviceCount()[:2]
         if int(err) != 0 or count == 0:
             raise BackendUnavailableError(f"no CUDA GPU is usable here ({self.error_name(err)}); "
-                                          "check the driver with nvidia-smi, or use backend=\"onnxruntime\"")
+                                          "check the driver with nvidia-smi, or use backend=\"onnxruntime\"",
+                                          reason=f"no CUDA GPU is usable here ({self.error_name(err)})")
         if not 0 <= index < count:
-            raise BackendUnavailableError(f"no CUDA device {index}: this machine has {count}; pass device=0..{count - 1}")
+            raise BackendUnavailableError(f"no CUDA device {index}: this machine has {count}; pass device=0..{count - 1}",
+                                          reason=f"no CUDA device {index} (this machine has {count})")
         self.index = index
         self.call(cudart.cudaSetDevice(index), "cudaSetDevice")
         attr = cudart.cudaDeviceAttr
@@ -96,7 +98,7 @@ class Device:
         err, values = result[0], result[1:]
         if int(err) != 0:
             raise CudaError(f"{what} failed: {self.error_name(err)}; check the GPU with `edge-caption doctor`, "
-                            "or use backend=\"onnxruntime\"")
+                            "or use backend=\"onnxruntime\"", reason=f"{what} failed: {self.error_name(err)}")
         return values[0] if len(values) == 1 else (values or None)
 
     # ---- memory ---------------------------------------------------------------------------

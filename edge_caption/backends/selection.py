@@ -39,7 +39,7 @@ def create_backend(bundle: Bundle, backend: str = "auto", *, device: int | None 
                 made = _torch_cuda(bundle, device, cuda_graphs)
                 return made, f"torch-cuda ({made.describe}): no TensorRT engine here; the bundle has torch programs"
             except BackendUnavailableError as exc:
-                skipped["torch-cuda"] = str(exc).split(";")[0]
+                skipped["torch-cuda"] = exc.reason
     from .onnxruntime import OnnxRuntimeBackend
 
     made = OnnxRuntimeBackend(bundle, device=device, threads=threads)
@@ -71,6 +71,6 @@ def _torch_cuda(bundle: Bundle, device: int | str | None, cuda_graphs: bool) -> 
         from .torch_cuda import TorchCudaBackend
     except ImportError as exc:
         raise BackendUnavailableError(f"backend='torch-cuda' needs torch ({exc.name} is missing): "
-                                      "pip install 'edge-caption[gpu]'") from exc
+                                      "pip install 'edge-caption[gpu]'", reason=f"{exc.name} is missing") from exc
     return TorchCudaBackend(bundle, device=device, cuda_graphs=cuda_graphs)
 

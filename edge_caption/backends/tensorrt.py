@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import BackendUnavailableError, EngineMismatchError, OptionError
 from ..manifest import EngineSpec
+from .base import parse_version
 from .cuda import CudaError, Device, DeviceTensor, load_cudart
 from .tensorrt_static import StaticSession, StaticStep
 
@@ -38,12 +38,9 @@ def load_tensorrt() -> Any:
     try:
         return importlib.import_module("tensorrt")
     except Exception as exc:  # ImportError, or OSError from bindings whose libnvinfer is missing
-        raise BackendUnavailableError(INSTALL.format(why=f"{type(exc).__name__}: {exc}")) from exc
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """'10.3.0.30' -> (10, 3, 0): engines are tied to major.minor.patch; compare numbers, not strings."""
-    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
+        why = f"{type(exc).__name__}: {exc}"
+        raise BackendUnavailableError(INSTALL.format(why=why),
+                                      reason=f"TensorRT is not importable here ({why})") from exc
 
 
 def build_command(bundle: Bundle, precision: str | None = None) -> str:
@@ -313,7 +310,7 @@ def why_not(bundle: Bundle, device: int | None = 0) -> str | None:
         trt = load_tensorrt()
         dev = Device(load_cudart(), device or 0)
     except BackendUnavailableError as exc:
-        return str(exc).split(";")[0]
+        return exc.reason
     try:
         select_engines(bundle, dev.compute_capability, trt.__version__)
     except (EngineMismatchError, BackendUnavailableError) as exc:

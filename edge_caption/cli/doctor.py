@@ -34,7 +34,7 @@ def _opencv() -> tuple[str, str]:
         import cv2
     except ImportError:
         return "not installed: pip install opencv-python-headless (or use JetPack's on a Jetson)", "-"
-    from ..cv import gstreamer_available, has_gui
+    from ..stream.cv import gstreamer_available, has_gui
 
     gstreamer = "yes" if gstreamer_available() else "no (csi:// and pipeline sources need JetPack's OpenCV)"
     gui = "yes" if has_gui() else "no (headless: --show needs a non-headless OpenCV)"

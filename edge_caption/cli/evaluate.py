@@ -30,7 +30,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..captioner import EdgeCaptioner
-    from ..demo import run
+    from ..evaluation.demo import run
 
     bundle = bundle_only(args)
     with EdgeCaptioner(bundle, backend=args.backend) as captioner:

@@ -12,7 +12,7 @@ from .common import bundle_only, decoding, decoding_flags
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from ..captioner import EdgeCaptioner
-    from ..stream_output import EventSink
+    from ..stream.output import EventSink
 
     bundle = bundle_only(args)
     options = {"every_n": args.every_n, "max_rate": args.max_rate, "gate": args.gate, "emit": args.emit,

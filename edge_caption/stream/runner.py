@@ -280,13 +280,14 @@ class CaptionStream:
 
     def _caption(self, batch: list[tuple[_Feed, np.ndarray, int, float]]) -> None:
         frames = [frame for _, frame, _, _ in batch]
+        attention = self.options.return_attention
         try:
-            captions = self._captioner._caption_frames(frames, "bgr", self.options.return_attention, {})
+            captions = self._captioner.caption_batch(frames, return_attention=attention)
         except FrameError:      # one odd frame must not cost the others their caption
             captions = []
             for frame in frames:
                 try:
-                    captions.extend(self._captioner._caption_frames([frame], "bgr", self.options.return_attention, {}))
+                    captions.extend(self._captioner.caption_batch([frame], return_attention=attention))
                 except FrameError:
                     captions.append(None)
         done = time.time()

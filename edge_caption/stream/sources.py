@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..cv import gstreamer_available
+from .cv import gstreamer_available
 from ..errors import SourceError
 
 # A Jetson CSI camera: NVMM buffers converted to BGR for appsink; drop=true keeps only the newest.

@@ -11,7 +11,8 @@ import torch
 
 from edge_caption.errors import ExportError
 
-from .base import StepBase, cross_attend, merge_heads, split_heads
+from ..attention import cross_attend, merge_heads, split_heads
+from .base import StepBase
 
 
 def check(decoder) -> None:

@@ -28,7 +28,7 @@ def create(family: str, *, vocab: list[str] | None = None, seed: int | None = No
     if family not in FAMILIES:
         raise ExportError(f"unknown family {family!r}; choose one of: {', '.join(FAMILIES)}")
     if vocab is None:
-        from edge_caption.scenes import vocabulary
+        from edge_caption.evaluation.scenes import vocabulary
 
         vocab = vocabulary()
     import torch

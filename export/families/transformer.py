@@ -14,7 +14,7 @@ from torch import nn
 
 from edge_caption.manifest import StateSpec
 
-from ..adapters.base import GROWING, cross_attend, merge_heads, split_heads
+from ..attention import GROWING, cross_attend, merge_heads, split_heads
 from .base import ReferenceCaptioner
 from .cnn import Backbone
 

@@ -16,7 +16,7 @@ from edge_caption.export.module_backend import ModuleBackend  # noqa: E402
 from edge_caption.manifest import StateSpec  # noqa: E402
 from edge_caption.options import DecodeOptions  # noqa: E402
 from edge_caption.preprocess import preprocess  # noqa: E402
-from edge_caption.scenes import split_samples  # noqa: E402
+from edge_caption.evaluation.scenes import split_samples  # noqa: E402
 
 FAMILIES = list(families.FAMILIES)
 OPTIONS = [dict(num_beams=1), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2, length_penalty=0.5),

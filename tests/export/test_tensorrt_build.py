@@ -15,7 +15,7 @@ from edge_caption.captioner import default_bundle_path
 from edge_caption.cli import main
 from edge_caption.errors import ExportError
 from edge_caption.export.tensorrt import BuildConfig, build_engines
-from edge_caption.scenes import write_split
+from edge_caption.evaluation.scenes import write_split
 
 from ..trt_double import install, tensorrt as trt_double
 

@@ -22,7 +22,7 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_scenes(directory, count: int, *, seed: int = 0) -> list[str]:
-    from edge_caption.scenes import split_samples
+    from edge_caption.evaluation.scenes import split_samples
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -34,7 +34,7 @@ def write_scenes(directory, count: int, *, seed: int = 0) -> list[str]:
 
 
 def write_video(path, seed: int, frames: int, size: int = 160, fps: float = 30.0) -> str:
-    from edge_caption.scenes import scene_video
+    from edge_caption.evaluation.scenes import scene_video
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
     assert writer.isOpened(), "this OpenCV cannot write mp4v"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections import OrderedDict
 from typing import Any
 
@@ -27,7 +26,7 @@ from ...bundle import Bundle
 from ...decoding.contract import SearchPlan
 from ...decoding.static import cache_length, cache_shape
 from ...errors import BackendUnavailableError, OptionError
-from ..base import no_torch_programs
+from ..base import no_torch_programs, parse_version
 from .compiled import Compiled
 from .loop import CaptionLoop
 from .programs import load_program
@@ -39,8 +38,6 @@ MAX_LOOPS = 8           # decoding plans kept with their graphs and caches
 MAX_ENCODERS = 4        # image counts kept with their encoder graphs
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
 
 class _Encoder:
@@ -68,7 +65,9 @@ class TorchCudaBackend:
         programs = m.torch_programs
         if parse_version(torch.__version__) < parse_version(programs.torch_version):
             raise BackendUnavailableError(f"the programs in {bundle.path} were saved by torch {programs.torch_version}; "
-                                          f"this is torch {torch.__version__}: pip install 'torch>={programs.torch_version}'")
+                                          f"this is torch {torch.__version__}: pip install 'torch>={programs.torch_version}'",
+                                          reason=f"torch {torch.__version__} is older than the programs' "
+                                                 f"torch {programs.torch_version}")
         if dtype not in programs.encoder:
             raise OptionError(f"{bundle.path} has torch programs in {', '.join(programs.encoder)}, not {dtype!r}; "
                               "pass one of those as dtype")
@@ -77,7 +76,8 @@ class TorchCudaBackend:
         else:
             if not torch.cuda.is_available():
                 raise BackendUnavailableError("torch sees no CUDA GPU (torch.cuda.is_available() is False); "
-                                              "use backend='onnxruntime', or install a CUDA build of torch")
+                                              "use backend='onnxruntime', or install a CUDA build of torch",
+                                              reason="torch sees no CUDA GPU")
             self.device = torch.device("cuda", device or 0)
         cuda = self.device.type == "cuda"
         self.dtype = DTYPES[dtype]

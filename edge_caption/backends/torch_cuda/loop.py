@@ -39,7 +39,7 @@ class CaptionLoop:
         rows = plan.images * plan.beams
         prompt_len = len(plan.prompt)
         self.search = make_search(plan, device, compile)
-        self.memory = [t.clone() for t in memory]         # what the captured steps read
+        self.memory = list(memory)        # what the steps read; the graphs keep what they were captured with
         self.zeros = torch.zeros(rows, dtype=torch.float32, device=device)
         self.first_ids = torch.full((rows, 1), plan.prompt[0], dtype=torch.int64, device=device)
         self.prompt_ids = [torch.full((rows, 1), t, dtype=torch.int64, device=device) for t in plan.prompt]
@@ -66,9 +66,14 @@ class CaptionLoop:
         return len(self.bounds) - 1
 
     def run(self, memory: list[torch.Tensor]) -> list[list[tuple[tuple[int, ...], float, None]]]:
-        for fixed, now in zip(self.memory, memory):
-            if fixed.data_ptr() != now.data_ptr():
-                fixed.copy_(now, non_blocking=True)
+        if self.captured:
+            # the graphs read the memory they were captured with: the encoder graph's own outputs
+            # when the encoder is captured too (nothing to copy), else a copy goes there
+            for fixed, now in zip(self.memory, memory):
+                if fixed.data_ptr() != now.data_ptr():
+                    fixed.copy_(now, non_blocking=True)
+        else:
+            self.memory = list(memory)
         if self.graphs and self.runs >= 1 and not self.captured:
             try:
                 self._capture()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cv import has_gui
-from .errors import SourceError
+from ..errors import SourceError
 from .overlay import annotate, draw_text
 
 WINDOW = "edge-caption"

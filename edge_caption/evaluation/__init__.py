@@ -8,8 +8,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import DataError
-from .progress import Progress
+from ..errors import DataError
+from ..progress import Progress
 
 DATA_FILE = "captions.json"
 
@@ -30,7 +30,7 @@ def load(data: str | Path, *, limit: int | None = None) -> Iterator[tuple[str, A
     index = directory / DATA_FILE
     if not index.is_file():
         raise DataError(f"{data} is neither a split name ({', '.join(scenes.SPLITS)}) nor a directory with "
-                        f"{DATA_FILE}; write one with edge_caption.scenes.write_split(DIR, 'test')")
+                        f"{DATA_FILE}; write one with edge_caption.evaluation.scenes.write_split(DIR, 'test')")
     try:
         entries = json.loads(index.read_text())["images"]
         rows = [(str(e["file"]), [str(c) for c in e["captions"]]) for e in entries]

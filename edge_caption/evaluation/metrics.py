@@ -19,7 +19,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from operator import mul
 from typing import NamedTuple, TypeVar
 
-from .errors import BackendUnavailableError, DataError
+from ..errors import BackendUnavailableError, DataError
 
 K = TypeVar("K", bound=Hashable)
 References = Mapping[K, Sequence[str]]  # image id -> reference captions

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import SourceError
+from ..errors import SourceError
 
 
 def run(captioner, out: str | Path = "demo.mp4", *, seed: int = 0, frames: int = 240, fps: float = 15.0,
@@ -16,8 +16,8 @@ def run(captioner, out: str | Path = "demo.mp4", *, seed: int = 0, frames: int =
     import cv2
 
     from . import scenes
-    from .progress import Progress
-    from .overlay import annotate
+    from ..progress import Progress
+    from ..stream.overlay import annotate
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
