@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the JSON here (any run)")
     parser.add_argument("--work", type=Path, help="keep the exported bundle and the images here between runs")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, W1 and W2 b32 only (gpu_check.sh)")
+    parser.add_argument("--w1-only", action="store_true", help="W1 alone (comparing variants of ours)")
     parser.add_argument("--repeats", type=int, help="timed runs per workload (default 20, --quick 10, tiny 3)")
     parser.add_argument("--budget-s", type=float, default=1800, help="stop starting contenders after this long")
     parser.add_argument("--smoke", action="store_true", help="tiny model, fp32, few repeats, any device")
@@ -82,7 +83,7 @@ def main() -> None:
         sys.exit("bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False); --smoke or --cpu run it anywhere")
     spec = {"model": "tiny_vit_gpt2" if tiny else "vit_gpt2_base", "device": device,
             "dtype": "float32" if tiny else "float16", "new_tokens": NEW_TOKENS,
-            "workloads": [W1] if tiny else [W1, W2_32] if args.quick else [W1, W2_8, W2_32],
+            "workloads": [W1] if tiny or args.w1_only else [W1, W2_32] if args.quick else [W1, W2_8, W2_32],
             "warmup": 1 if tiny else 2, "repeats": args.repeats or (3 if tiny else 10 if args.quick else 20)}
     bundle = work / f"{spec['model']}.ecap"
     exported = ({"status": "skipped", "reason": "--no-export"} if args.no_export

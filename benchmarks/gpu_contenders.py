@@ -138,6 +138,12 @@ def ours_torch(spec: dict, record: Record) -> None:
 def ours_torch_uncompiled(spec: dict, record: Record) -> None:
     """Ours with the torch programs as loaded (no Inductor), CUDA graphs and the device loop still on:
     what compiling adds, and a row that stands when compiling fails or takes too long."""
+    ours_torch_with(spec, record, compile=False)
+
+
+def ours_torch_with(spec: dict, record: Record, **backend_options: Any) -> None:
+    """Ours with TorchCudaBackend options the public API does not expose (compile=False, Inductor
+    options), inside an EdgeCaptioner: for comparing variants on one GPU in one run."""
     torch, device, _ = _torch(spec)
     if device.type != "cuda":
         raise Skip("a GPU-only variant (the CPU run's ours row has no compiler either)")
@@ -147,9 +153,8 @@ def ours_torch_uncompiled(spec: dict, record: Record) -> None:
     _need_bundle(spec)
     cap = EdgeCaptioner(spec["bundle"], backend="onnxruntime")
     cap._backend.close()
-    cap._backend = TorchCudaBackend(cap.bundle, device=0, dtype=spec["dtype"], compile=False)
-    record.save("via", "TorchCudaBackend(bundle, compile=False) inside EdgeCaptioner: programs uncompiled, CUDA "
-                       "graphs and the device loop on")
+    cap._backend = TorchCudaBackend(cap.bundle, device=0, dtype=spec["dtype"], **backend_options)
+    record.save("via", f"TorchCudaBackend(bundle, {backend_options}) inside EdgeCaptioner")
     record.save("describe", cap._backend.describe)
     _ours(spec, record, cap, torch, device)
 

@@ -40,6 +40,15 @@ MAX_ENCODERS = 4        # image counts kept with their encoder graphs
 
 
 
+def _logits_and_caches(program):
+    """The static step without its own top-k outputs, which the device search does not read: compiled,
+    the log-softmax and top-k behind them are dead code and go."""
+    def step(*args):
+        out = program(*args)
+        return (out[2], *out[3:])
+    return step
+
+
 class _Encoder:
     """The encoder at one image count: fixed input, and a graph once warmed up."""
 
@@ -55,10 +64,11 @@ class TorchCudaBackend:
     name = "torch-cuda"
 
     def __init__(self, bundle: Bundle, *, device: int | str | None = 0, dtype: str = "float16",
-                 cuda_graphs: bool = True, compile: bool | None = None):
+                 cuda_graphs: bool = True, compile: bool | None = None, inductor: dict[str, Any] | None = None):
         """`device`: a GPU index; "cpu" runs the fp32 programs on the CPU, which is how the backend's
         logic is tested on machines without a GPU. `dtype`: one the bundle's programs were traced in.
-        `compile`: Inductor-compile the programs (default: on a GPU)."""
+        `compile`: Inductor-compile the programs and the search (default: on a GPU), with `inductor`'s
+        options (torch.compile's `options`; for experiments, e.g. {"combo_kernels": True})."""
         m = bundle.manifest
         if m.torch_programs is None:
             raise no_torch_programs(bundle)
@@ -84,9 +94,11 @@ class TorchCudaBackend:
         self.use_graphs = cuda_graphs and cuda
         self.manifest = m
         self._encoder = self._load(bundle, programs.encoder[dtype])
-        self._step = self._load(bundle, programs.static_step[dtype])
-        if compile if compile is not None else cuda:
-            self._encoder, self._step = Compiled(self._encoder), Compiled(self._step)
+        self._step = _logits_and_caches(self._load(bundle, programs.static_step[dtype]))
+        self.compile = (inductor or {}) if (compile if compile is not None else cuda) else None
+        if self.compile is not None:
+            self._encoder = Compiled(self._encoder, options=self.compile)
+            self._step = Compiled(self._step, options=self.compile)
         self._memory_names = list(m.memory)
         self._step_memory = [n for n in m.static_step.inputs if n in m.memory]
         self._encoders: OrderedDict[int, _Encoder] = OrderedDict()
@@ -98,8 +110,8 @@ class TorchCudaBackend:
         self._preprocessor = None
         self.last_loop: CaptionLoop | None = None
         gpu = torch.cuda.get_device_name(self.device) if cuda else "CPU"
-        self.compile = isinstance(self._step, Compiled)
-        extras = [x for x, on in (("compiled", self.compile),
+        compiled = "compiled" + (f" {self.compile}" if self.compile else "")
+        extras = [x for x, on in ((compiled, self.compile is not None),
                                   ("CUDA graphs", self.use_graphs)) if on]
         self.describe = f"torch {torch.__version__}, {gpu}, {dtype}" + "".join(f", {x}" for x in extras)
 

@@ -14,9 +14,10 @@ class Compiled:
     keyed by the GPU and torch). If compiling fails (an Inductor gap for some op on some torch), it
     says why once and runs `fn` uncompiled from then on: slower, still right."""
 
-    def __init__(self, fn: Callable[..., Any], **options: Any):
+    def __init__(self, fn: Callable[..., Any], *, fullgraph: bool = False, options: dict[str, Any] | None = None):
+        """`options`: Inductor's (torch.compile's `options`), e.g. {"combo_kernels": True}."""
         self.fn = fn
-        self.compiled = torch.compile(fn, dynamic=False, **options)
+        self.compiled = torch.compile(fn, dynamic=False, fullgraph=fullgraph, options=options or None)
         self.failed: str | None = None
 
     def __call__(self, *args: Any) -> Any:

@@ -31,8 +31,10 @@ class CaptionLoop:
     """The device state, chunks and graphs of one plan; `run(memory)` decodes one batch."""
 
     def __init__(self, step: Callable[..., Any], plan: SearchPlan, memory: list[torch.Tensor],
-                 cache_shapes: list[tuple[int, ...]], dtype: torch.dtype, *, graphs: bool, compile: bool = False,
-                 steps_per_read: int = STEPS_PER_READ):
+                 cache_shapes: list[tuple[int, ...]], dtype: torch.dtype, *, graphs: bool,
+                 compile: dict[str, Any] | None = None, steps_per_read: int = STEPS_PER_READ):
+        """`step`: the static step returning (logits, *present) (backend.py drops its own top-k);
+        `compile`: None, or the Inductor options the search core is compiled with."""
         self.step, self.plan, self.graphs = step, plan, graphs
         device = memory[0].device
         self.device = device
@@ -59,7 +61,7 @@ class CaptionLoop:
         self.carried: list[tuple] = []         # each chunk's outputs, held at fixed addresses
         self.captured: list[torch.cuda.CUDAGraph] = []
         self.runs = 0
-        self.reads = 0
+        self.reads = 0            # host reads of the last run
 
     @property
     def chunks(self) -> int:
@@ -82,6 +84,7 @@ class CaptionLoop:
                             self.plan, type(exc).__name__, str(exc)[:200])
                 self.graphs, self.captured, self.carried = False, [], []
         self.runs += 1
+        self.reads = 0
         for c in range(self.chunks):
             if self.captured:
                 self.captured[c].replay()
@@ -102,12 +105,11 @@ class CaptionLoop:
         else:
             ids, beam_index, caches = self.carried[c - 1]
         for s in range(self.bounds[c], self.bounds[c + 1]):
-            out = self.step(ids, self.positions[s], beam_index, self.zeros, *self.memory, *caches)
-            caches = list(out[3:])
+            logits, *caches = self.step(ids, self.positions[s], beam_index, self.zeros, *self.memory, *caches)
             if s < prompt_len - 1:                   # a prompt goes in one token a step
                 ids, beam_index = self.prompt_ids[s + 1], self.arange
             else:
-                ids, beam_index = self.search.select(s - (prompt_len - 1), out[2])
+                ids, beam_index = self.search.select(s - (prompt_len - 1), logits)
         self.search.pack()
         carried = (ids, beam_index, caches)
         if len(self.carried) > c:

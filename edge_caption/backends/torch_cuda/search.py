@@ -21,7 +21,7 @@ from it are Python numbers: a step is captured once per position, as generate() 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -138,7 +138,7 @@ def _gather_beams(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 class _Search:
     """What greedy and beam search share: the state arena, the per-step constants, the core."""
 
-    def __init__(self, plan: SearchPlan, device: torch.device, compile: bool = False):
+    def __init__(self, plan: SearchPlan, device: torch.device, compile: dict[str, Any] | None = None):
         self.plan, self.device = plan, device
         # separate tensors for the steps (compiled code mutates them), packed into one arena for a read
         self.state = {spec.name: torch.zeros(plan.shape(spec), dtype=DTYPES[spec.dtype], device=device)
@@ -147,12 +147,12 @@ class _Search:
         self._packed = [(self.state[name], view) for name, view in result_views(self.arena, plan).items()]
         self.eos = eos_tensor(plan, device)
         self.prompt = torch.tensor(plan.prompt, dtype=torch.int64, device=device)
-        self.steps = [Step(plan, g, device, compile) for g in range(plan.options.max_new_tokens)]
+        self.steps = [Step(plan, g, device, compile is not None) for g in range(plan.options.max_new_tokens)]
         o = plan.options
         self.history_processors = o.repetition_penalty != 1.0 or o.no_repeat_ngram_size > 0
         # the core is the same computation at every step: compiled once per plan, it fuses the search's
         # few dozen small ops into a handful of kernels
-        self.core = Compiled(self._core, fullgraph=True) if compile else self._core
+        self.core = Compiled(self._core, fullgraph=True, options=compile) if compile is not None else self._core
         self.reset()
 
     def pack(self) -> None:
@@ -173,7 +173,7 @@ class _Search:
 class BeamSearch(_Search):
     """Beam search's state (contract.BEAM_STATE) and one step of it."""
 
-    def __init__(self, plan: SearchPlan, device: torch.device, compile: bool = False):
+    def __init__(self, plan: SearchPlan, device: torch.device, compile: dict[str, Any] | None = None):
         self.top_mask = torch.arange(plan.keep_k, device=device) < plan.beams
         self.batch_offset = torch.arange(plan.images, device=device).view(-1, 1) * plan.beams
         super().__init__(plan, device, compile)
@@ -249,7 +249,7 @@ class BeamSearch(_Search):
 class GreedySearch(_Search):
     """Greedy search's state (contract.GREEDY_STATE) and one step of it."""
 
-    def __init__(self, plan: SearchPlan, device: torch.device, compile: bool = False):
+    def __init__(self, plan: SearchPlan, device: torch.device, compile: dict[str, Any] | None = None):
         self.rows = torch.arange(plan.images, device=device)
         super().__init__(plan, device, compile)
 
@@ -284,7 +284,9 @@ class GreedySearch(_Search):
         return tokens[:, None], self.rows
 
 
-def make_search(plan: SearchPlan, device: torch.device, compile: bool = False) -> BeamSearch | GreedySearch:
+def make_search(plan: SearchPlan, device: torch.device, compile: dict[str, Any] | None = None
+                ) -> BeamSearch | GreedySearch:
+    """`compile`: None (eager), or the Inductor options the search's core is compiled with."""
     return (GreedySearch if plan.beams == 1 else BeamSearch)(plan, device, compile)
 
 
