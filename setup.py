@@ -20,7 +20,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 RUNTIME = ["edge_caption", "edge_caption.backends", "edge_caption.backends.torch_cuda", "edge_caption.decoding",
-           "edge_caption.evaluation", "edge_caption.stream", "edge_caption.serve", "edge_caption.cli"]
+           "edge_caption.evaluation", "edge_caption.manifest", "edge_caption.stream", "edge_caption.serve", "edge_caption.cli"]
 EXPORT = ["edge_caption.export", "edge_caption.export.adapters", "edge_caption.export.families"]
 HERE = Path(__file__).parent
 # Jetson Orin, Ada, Hopper (H100/H200); Thor where this nvcc knows it. PTX of the newest for later GPUs.

@@ -7,11 +7,11 @@ Bump `FORMAT_VERSION` whenever the layout changes in a way an older runtime woul
 from __future__ import annotations
 
 import dataclasses
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BundleError
+from ..errors import BundleError
+from .loader import build, plain
 
 FORMAT_VERSION = 2      # 2 added `static_step` and `torch_programs`; without them a bundle is format 1 (__post_init__)
 MANIFEST_FILE = "manifest.json"
@@ -164,7 +164,7 @@ class Manifest:
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = _plain(dataclasses.asdict(self))
+        data = plain(dataclasses.asdict(self))
         for key in ("static_step", "torch_programs"):      # format 2's fields, absent from a format 1 file
             if data[key] is None:
                 del data[key]
@@ -183,7 +183,7 @@ class Manifest:
                 f"upgrade edge-caption (pip install -U edge-caption) to a release that reads format {version}"
             )
         problems: list[str] = []
-        built = _build(cls, data, "", problems)
+        built = build(cls, data, "", problems, _RANGES)
         if built is not None and not problems:      # names and ids across sections, once each section is sound
             problems += built._consistency_problems()
         if problems:
@@ -195,7 +195,7 @@ class Manifest:
         return built
 
     def _consistency_problems(self) -> list[str]:
-        """What contradicts another part of the manifest (each field's own range is checked in _build)."""
+        """What contradicts another part of the manifest (each field's own range is checked as it is built)."""
         problems = _id_problems(self)
         seeds = {s.init.split(":", 1)[1] for s in self.state if s.init.startswith("memory:")}
         for name in self.memory:
@@ -325,8 +325,8 @@ def _state_ranges(s: StateSpec, prefix: str) -> list[str]:
 
 
 def _manifest_ranges(m: "Manifest", prefix: str) -> list[str]:
-    from .errors import OptionError
-    from .options import DecodeOptions
+    from ..errors import OptionError
+    from ..options import DecodeOptions
 
     problems: list[str] = []
     _within(problems, "vocab_size", m.vocab_size, 1, MAX_VOCAB)
@@ -364,104 +364,3 @@ _RANGES = {
         [f"{prefix + 'top_k'!r} must be >= 1, got {g.top_k}"] if g.top_k < 1 else []),
     Manifest: _manifest_ranges,
 }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
-    """Build dataclass `cls` from `data`, appending every problem found instead of stopping."""
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    before = len(problems)
-    kwargs: dict[str, Any] = {}
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            problems.append(f"unknown field {prefix + key!r}")
-    for f in dataclasses.fields(cls):
-        path = prefix + f.name
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                problems.append(f"missing field {path!r}")
-            continue
-        kwargs[f.name] = _convert(hints[f.name], data[f.name], path, problems)
-    missing_required = [
-        f.name for f in dataclasses.fields(cls)
-        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing_required:
-        return None
-    try:
-        built = cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - guarded by the checks above
-        problems.append(f"{prefix or 'manifest'}: {exc}")
-        return None
-    if cls in _RANGES:      # now the values; a field of the wrong type was reported above, skip what it breaks
-        try:
-            problems.extend(_RANGES[cls](built, prefix))
-        except (TypeError, AttributeError, ValueError):
-            if len(problems) == before:
-                raise
-    return built
-
-
-def _convert(hint: Any, value: Any, path: str, problems: list[str]) -> Any:
-    import typing
-
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            problems.append(f"{path!r} must be an object")
-            return None
-        return _build(hint, value, path + ".", problems)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, path, problems)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{path!r} must be a list")
-            return None
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{path}[{i}]", problems) for i, v in enumerate(value))
-        if len(args) != len(value):
-            problems.append(f"{path!r} must have {len(args)} items, has {len(value)}")
-            return None
-        return tuple(_convert(a, v, f"{path}[{i}]", problems) for i, (a, v) in enumerate(zip(args, value)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            problems.append(f"{path!r} must be an object")
-            return None
-        return dict(value)
-    if hint is Any:
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{path!r} must be a number, got {value!r}")
-            return None
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{path!r} must be an integer, got {value!r}")
-            return None
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            problems.append(f"{path!r} must be a string, got {value!r}")
-            return None
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{path!r} must be true or false, got {value!r}")
-            return None
-        return value
-    return value
