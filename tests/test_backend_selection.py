@@ -34,7 +34,7 @@ def test_an_error_carries_its_short_reason():
 
 
 def test_auto_reports_the_reason_torch_cuda_was_skipped(monkeypatch):
-    def refuse(bundle, device):
+    def refuse(bundle, device, cuda_graphs):
         raise BackendUnavailableError("torch 2.1 cannot load encoder.pt2: a message with; semicolons; fix it",
                                       reason="torch 2.1 cannot load encoder.pt2 (a; b)")
 
