@@ -75,6 +75,23 @@ def test_int8_engines_come_from_calibrated_qdq_graphs(monkeypatch, tmp_path):
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
+def test_int8_graphs_dequantize_int8_only(tmp_path):
+    """TensorRT's dequantize layer takes INT8 / FP8 / INT4: a quantized bias (an INT32 DequantizeLinear)
+    would stop every int8 build, so biases stay float and every DequantizeLinear reads INT8."""
+    from edge_caption.export.calibration import qdq_graphs
+
+    images = write_split(tmp_path / "calib", "val", count=2)
+    made = qdq_graphs(Bundle.open(default_bundle_path()), images, tmp_path / "q", progress=False)
+    for key, path in made.items():
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+        types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)}
+        types.update({i.name: i.data_type for i in model.graph.initializer})
+        dequantized = [types[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"]
+        assert dequantized and set(dequantized) == {onnx.TensorProto.INT8}, key
+        biases = [n.input[2] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2]
+        assert biases and all(types[b] == onnx.TensorProto.FLOAT for b in biases), key
+
+
 def test_static_step_engine_profiles_and_int8(exported, monkeypatch, tmp_path):
     """A bundle with the TensorRT-shaped step gets that step's engine: the cache length fixed to the
     longest caption, rows in and out from one image up; int8 calibrates it like the other graphs."""
