@@ -25,6 +25,7 @@ from edge_caption.errors import ExportError
 from edge_caption.manifest import MANIFEST_FILE, EngineSpec
 
 PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+MIN_TENSORRT = (10, 0)           # JetPack 6.1+ (10.3): 8.6 has no STRONGLY_TYPED flag or INT64 I/O
 ENGINE_DIR = "engines"
 
 
@@ -61,6 +62,7 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
                           "for a copy of the default model with engines")
     check_destination(target, overwrite=True, sources=sources)     # before minutes of engine building
     trt = load_tensorrt()
+    require_tensorrt_10(trt)
     device = Device(load_cudart(), config.device)
     cc = device.compute_capability
     device.close()
@@ -101,6 +103,15 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
     cache_file.write_bytes(cache)
     say(f"engines written to {target}/{ENGINE_DIR}; timing cache {cache_file}")
     return target
+
+
+def require_tensorrt_10(trt: Any) -> None:
+    """Refuse TensorRT before 10: 8.6 (JetPack 6.0) has no strongly typed networks and no INT64 inputs,
+    both of which our engines need."""
+    if parse_version(trt.__version__) < MIN_TENSORRT:
+        raise ExportError(f"TensorRT {trt.__version__} is too old to build these engines: they need TensorRT 10 or "
+                          "newer (strongly typed networks, INT64 inputs). On a Jetson, upgrade to JetPack 6.1 or "
+                          "newer (TensorRT 10.3); on a desktop, pip install tensorrt from NVIDIA's index")
 
 
 def _is_shipped(path: Path) -> bool:

@@ -143,6 +143,16 @@ def test_fp16_static_step_scores_candidates_in_fp32(exported, tmp_path):
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
 
 
+def test_tensorrt_8_6_is_refused_up_front(monkeypatch, tmp_path):
+    """JetPack 6.0's TensorRT 8.6 has no STRONGLY_TYPED flag (nor INT64 I/O): say which JetPack is
+    needed rather than die on an AttributeError half-way."""
+    install(monkeypatch, version="8.6.2")
+    with pytest.raises(ExportError, match=r"TensorRT 8\.6\.2 is too old.*JetPack 6\.1 or newer \(TensorRT 10\.3\)"):
+        build_engines(default_bundle_path(), BuildConfig(batch_sizes=(1,), timing_cache=tmp_path / "c"),
+                      out=tmp_path / "old.ecap", progress=False)
+    assert not (tmp_path / "old.ecap").exists()
+
+
 def test_fp8_needs_ada_or_newer(monkeypatch, tmp_path):
     install(monkeypatch, devices=[(8, 7)])
     with pytest.raises(ExportError, match="8.9 or newer"):
