@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -151,6 +152,36 @@ def test_tensorrt_8_6_is_refused_up_front(monkeypatch, tmp_path):
         build_engines(default_bundle_path(), BuildConfig(batch_sizes=(1,), timing_cache=tmp_path / "c"),
                       out=tmp_path / "old.ecap", progress=False)
     assert not (tmp_path / "old.ecap").exists()
+
+
+def test_fp16_engines_keep_caches_and_memory_fp16(exported, monkeypatch, tmp_path):
+    """Only what the host gives or reads stays fp32 (the image, the beam scores, the scores and logits);
+    the static step's caches and the image memory stay fp16 from engine to engine, so a step moves
+    half the cache bytes and casts nothing. The backend binds by the engine's dtypes and captions."""
+    pytest.importorskip("onnxconverter_common")
+    from edge_caption import EdgeCaptioner
+
+    _, bundle = exported("vit_gpt2", 0, ("onnx", "tensorrt"))
+    install(monkeypatch)
+    out = build_engines(bundle, BuildConfig(precision="fp16", batch_sizes=(2,), num_beams=2, max_new_tokens=6,
+                                            timing_cache=tmp_path / "c"), out=tmp_path / "h.ecap", progress=False)
+    m = Bundle.open(out).manifest
+    on_device = {*m.memory, *(s.input for s in m.state), *(s.output for s in m.state)}
+    for spec in m.engines:
+        model = onnx.load_from_string((out / spec.file).read_bytes().split(b"\n", 2)[2])
+        io = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)}
+        floats = {name: t for name, t in io.items() if t in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+        half = {name for name, t in floats.items() if t == onnx.TensorProto.FLOAT16}
+        assert half == on_device & set(io) and half, spec.graph
+        kept = set(floats) - half
+        assert kept == ({"pixel_values"} if spec.graph == "encoder" else {"beam_scores", "topk_scores", "logits"})
+        casts = [n.name for n in model.graph.node if n.op_type == "Cast" and {*n.input, *n.output} & half]
+        assert not casts, f"{spec.graph}: {casts} cast a cache or memory tensor"
+    pixels = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with EdgeCaptioner(out, backend="tensorrt") as cap:
+        assert cap._backend.static_step
+        pixels = pixels[:, :, :cap.manifest.preprocess.size[0], :cap.manifest.preprocess.size[1]]
+        assert len(cap.caption_pixels(pixels, num_beams=2, max_new_tokens=6)) == 2
 
 
 def test_fp8_needs_ada_or_newer(monkeypatch, tmp_path):
