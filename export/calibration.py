@@ -7,6 +7,7 @@ device. Calibration data are real inputs: the frames of a folder or a video, pre
 bundle says, and for the decoder step the very inputs it sees while captioning those frames
 (recorded from the fp32 graphs on ONNX Runtime). Scales are symmetric (zero point 0), as TensorRT
 requires, and only Conv / MatMul / Gemm inputs are quantized: TensorRT fuses the rest around them.
+Biases stay float, so every DequantizeLinear reads INT8, the only integer type TensorRT dequantizes.
 """
 from __future__ import annotations
 
@@ -128,7 +129,9 @@ def quantize_qdq(source: Path, output: Path, feeds: list[dict[str, np.ndarray]],
         quantize_static(str(source), str(output), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                         op_types_to_quantize=["Conv", "MatMul", "Gemm"], calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                        # biases stay float: a quantized bias is an INT32 DequantizeLinear, and TensorRT
+                        # dequantizes INT8 / FP8 / INT4 only (onnx-tensorrt docs/operators.md)
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
     finally:
         logging.getLogger().setLevel(quiet)
     return output

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from edge_caption.backends.cuda import Device, load_cudart
 from edge_caption.backends.base import parse_version
@@ -25,6 +25,7 @@ from edge_caption.errors import ExportError
 from edge_caption.manifest import MANIFEST_FILE, EngineSpec
 
 PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+MIN_TENSORRT = (10, 0)           # JetPack 6.1+ (10.3): 8.6 has no STRONGLY_TYPED flag or INT64 I/O
 ENGINE_DIR = "engines"
 
 
@@ -61,6 +62,7 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
                           "for a copy of the default model with engines")
     check_destination(target, overwrite=True, sources=sources)     # before minutes of engine building
     trt = load_tensorrt()
+    require_tensorrt_10(trt)
     device = Device(load_cudart(), config.device)
     cc = device.compute_capability
     device.close()
@@ -103,6 +105,15 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
     return target
 
 
+def require_tensorrt_10(trt: Any) -> None:
+    """Refuse TensorRT before 10: 8.6 (JetPack 6.0) has no strongly typed networks and no INT64 inputs,
+    both of which our engines need."""
+    if parse_version(trt.__version__) < MIN_TENSORRT:
+        raise ExportError(f"TensorRT {trt.__version__} is too old to build these engines: they need TensorRT 10 or "
+                          "newer (strongly typed networks, INT64 inputs). On a Jetson, upgrade to JetPack 6.1 or "
+                          "newer (TensorRT 10.3); on a desktop, pip install tensorrt from NVIDIA's index")
+
+
 def _is_shipped(path: Path) -> bool:
     """Whether `path` is inside the installed edge_caption package (the shipped default model)."""
     import edge_caption
@@ -140,8 +151,10 @@ def graph_files(bundle: Bundle, config: BuildConfig, scratch: Path, say: Callabl
     if m.precision != "fp32":
         raise ExportError(f"{bundle.path} is {m.precision}; build {config.precision} engines from the fp32 bundle")
     if config.precision == "fp16":
-        say("converting the graphs to fp16 (inputs and outputs stay fp32)")
-        return {key: to_fp16(path, scratch / f"{key}.fp16.onnx") for key, path in plain.items()}
+        # what stays on the GPU between engine calls goes fp16; what the host gives or reads stays fp32
+        on_device = {*m.memory, *(s.input for s in m.state), *(s.output for s in m.state)}
+        say("converting the graphs to fp16 (image input, scores and logits stay fp32)")
+        return {key: to_fp16(path, scratch / f"{key}.fp16.onnx", on_device) for key, path in plain.items()}
     if config.calibration is None:
         raise ExportError("int8 engines need calibration images: pass --calibration DIR_OR_VIDEO (a folder of "
                           "images or a video like the ones the camera sees), or build from a bundle made by "
@@ -152,7 +165,10 @@ def graph_files(bundle: Bundle, config: BuildConfig, scratch: Path, say: Callabl
     return {key: made[key] for key in plain}
 
 
-def to_fp16(source: Path, output: Path) -> Path:
+def to_fp16(source: Path, output: Path, half_io: Collection[str] = ()) -> Path:
+    """`source` with fp16 weights and activations in `output`; inputs and outputs stay fp32 except
+    those named in `half_io` (what stays on the GPU between engine calls: memory, caches), which go
+    fp16 so no step reads, writes or casts them at twice the width."""
     try:
         import onnx
         from onnxconverter_common import float16
@@ -160,10 +176,68 @@ def to_fp16(source: Path, output: Path) -> Path:
         raise ExportError(f"fp16 engines need onnx and onnxconverter-common ({exc.name} is missing): "
                           "pip install 'edge-caption[tensorrt]'") from exc
     model = onnx.load(str(source))
+    floats = {v.name for v in (*model.graph.input, *model.graph.output)
+              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     model = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=scoring_nodes(model),
                                              op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, "LogSoftmax"])
+    # keep_io_types is a bool in onnxconverter-common 1.15+ (a list of names only before), and even True
+    # leaves a blocked node's graph output (the top-k scores) fp16: set every float input and output here
+    set_io_types(model, {name: onnx.TensorProto.FLOAT16 if name in half_io else onnx.TensorProto.FLOAT
+                         for name in floats})
     onnx.save(model, str(output))
     return output
+
+
+def set_io_types(model: Any, wanted: dict[str, int]) -> None:
+    """Give graph inputs and outputs the ONNX element types in `wanted` (fp32 / fp16), dropping the
+    converter's casts where they become no-ops and adding one where a reader or writer needs it."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    casts_to = {n.output[0]: next(a.i for a in n.attribute if a.name == "to") for n in graph.node if n.op_type == "Cast"}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input)}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    types.update(casts_to)
+    graph_inputs = {v.name for v in graph.input}
+
+    def rename(old: str, new: str) -> None:
+        for node in graph.node:
+            node.input[:] = [new if n == old else n for n in node.input]
+            node.output[:] = [new if n == old else n for n in node.output]
+
+    gone: set[str] = set()
+    for value in graph.input:
+        want = wanted.get(value.name, value.type.tensor_type.elem_type)
+        if value.type.tensor_type.elem_type == want:
+            continue
+        value.type.tensor_type.elem_type = want
+        for node in [n for n in graph.node if value.name in n.input]:
+            if node.op_type == "Cast" and casts_to[node.output[0]] == want:
+                graph.node.remove(node)          # the converter's cast now changes nothing
+                gone.add(node.output[0])
+                rename(node.output[0], value.name)
+            else:                                # a reader that needs the old type gets its own cast
+                old = TensorProto.FLOAT if want == TensorProto.FLOAT16 else TensorProto.FLOAT16
+                cast = f"{value.name}_as_{TensorProto.DataType.Name(old).lower()}_{node.name}"
+                node.input[:] = [cast if n == value.name else n for n in node.input]
+                graph.node.insert(0, helper.make_node("Cast", [value.name], [cast], to=old, name=cast))
+    for value in graph.output:
+        want = wanted.get(value.name, value.type.tensor_type.elem_type)
+        if value.type.tensor_type.elem_type == want:
+            continue
+        value.type.tensor_type.elem_type = want
+        producer = next(n for n in graph.node if value.name in n.output)
+        source = producer.input[0] if producer.op_type == "Cast" else None
+        if source is not None and types.get(source) == want and source not in graph_inputs:
+            graph.node.remove(producer)          # what the converter cast from is the output itself
+            gone.add(source)
+            rename(source, value.name)
+        else:
+            made = f"{value.name}_before_cast"
+            rename(value.name, made)
+            graph.node.append(helper.make_node("Cast", [made], [value.name], to=want, name=made))
+    for info in [v for v in graph.value_info if v.name in gone or v.name in wanted]:
+        graph.value_info.remove(info)
 
 
 def scoring_nodes(model) -> list[str]:

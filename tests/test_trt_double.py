@@ -23,7 +23,7 @@ def add_engine(monkeypatch, tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
     path = tmp_path / "add.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -75,6 +76,23 @@ def test_int8_engines_come_from_calibrated_qdq_graphs(monkeypatch, tmp_path):
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
+def test_int8_graphs_dequantize_int8_only(tmp_path):
+    """TensorRT's dequantize layer takes INT8 / FP8 / INT4: a quantized bias (an INT32 DequantizeLinear)
+    would stop every int8 build, so biases stay float and every DequantizeLinear reads INT8."""
+    from edge_caption.export.calibration import qdq_graphs
+
+    images = write_split(tmp_path / "calib", "val", count=2)
+    made = qdq_graphs(Bundle.open(default_bundle_path()), images, tmp_path / "q", progress=False)
+    for key, path in made.items():
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+        types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)}
+        types.update({i.name: i.data_type for i in model.graph.initializer})
+        dequantized = [types[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"]
+        assert dequantized and set(dequantized) == {onnx.TensorProto.INT8}, key
+        biases = [n.input[2] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2]
+        assert biases and all(types[b] == onnx.TensorProto.FLOAT for b in biases), key
+
+
 def test_static_step_engine_profiles_and_int8(exported, monkeypatch, tmp_path):
     """A bundle with the TensorRT-shaped step gets that step's engine: the cache length fixed to the
     longest caption, rows in and out from one image up; int8 calibrates it like the other graphs."""
@@ -124,6 +142,46 @@ def test_fp16_static_step_scores_candidates_in_fp32(exported, tmp_path):
     floats = [types[i] for n in scoring for i in n.input if types.get(i) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
     assert floats and all(t == onnx.TensorProto.FLOAT for t in floats)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+
+
+def test_tensorrt_8_6_is_refused_up_front(monkeypatch, tmp_path):
+    """JetPack 6.0's TensorRT 8.6 has no STRONGLY_TYPED flag (nor INT64 I/O): say which JetPack is
+    needed rather than die on an AttributeError half-way."""
+    install(monkeypatch, version="8.6.2")
+    with pytest.raises(ExportError, match=r"TensorRT 8\.6\.2 is too old.*JetPack 6\.1 or newer \(TensorRT 10\.3\)"):
+        build_engines(default_bundle_path(), BuildConfig(batch_sizes=(1,), timing_cache=tmp_path / "c"),
+                      out=tmp_path / "old.ecap", progress=False)
+    assert not (tmp_path / "old.ecap").exists()
+
+
+def test_fp16_engines_keep_caches_and_memory_fp16(exported, monkeypatch, tmp_path):
+    """Only what the host gives or reads stays fp32 (the image, the beam scores, the scores and logits);
+    the static step's caches and the image memory stay fp16 from engine to engine, so a step moves
+    half the cache bytes and casts nothing. The backend binds by the engine's dtypes and captions."""
+    pytest.importorskip("onnxconverter_common")
+    from edge_caption import EdgeCaptioner
+
+    _, bundle = exported("vit_gpt2", 0, ("onnx", "tensorrt"))
+    install(monkeypatch)
+    out = build_engines(bundle, BuildConfig(precision="fp16", batch_sizes=(2,), num_beams=2, max_new_tokens=6,
+                                            timing_cache=tmp_path / "c"), out=tmp_path / "h.ecap", progress=False)
+    m = Bundle.open(out).manifest
+    on_device = {*m.memory, *(s.input for s in m.state), *(s.output for s in m.state)}
+    for spec in m.engines:
+        model = onnx.load_from_string((out / spec.file).read_bytes().split(b"\n", 2)[2])
+        io = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)}
+        floats = {name: t for name, t in io.items() if t in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+        half = {name for name, t in floats.items() if t == onnx.TensorProto.FLOAT16}
+        assert half == on_device & set(io) and half, spec.graph
+        kept = set(floats) - half
+        assert kept == ({"pixel_values"} if spec.graph == "encoder" else {"beam_scores", "topk_scores", "logits"})
+        casts = [n.name for n in model.graph.node if n.op_type == "Cast" and {*n.input, *n.output} & half]
+        assert not casts, f"{spec.graph}: {casts} cast a cache or memory tensor"
+    pixels = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with EdgeCaptioner(out, backend="tensorrt") as cap:
+        assert cap._backend.static_step
+        pixels = pixels[:, :, :cap.manifest.preprocess.size[0], :cap.manifest.preprocess.size[1]]
+        assert len(cap.caption_pixels(pixels, num_beams=2, max_new_tokens=6)) == 2
 
 
 def test_fp8_needs_ada_or_newer(monkeypatch, tmp_path):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import sys
 import types
 
-from . import cudart, tensorrt
+from . import cudart, tensorrt, trt8
 
 
 def install(monkeypatch, *, version: str = "10.3.0", devices: list[tuple[int, int]] | None = None, strict: bool = True):
     """Make `import tensorrt` / `cuda.bindings.runtime` give the doubles for one test; returns (trt, cudart)."""
     cudart.reset(devices)
     monkeypatch.setattr(tensorrt, "__version__", version)
+    trt8.select(monkeypatch, version)                 # 8.x: no STRONGLY_TYPED, no INT64
     monkeypatch.setattr(tensorrt, "STRICT", strict)
     monkeypatch.setitem(sys.modules, "tensorrt", tensorrt)
     cuda = types.ModuleType("cuda")

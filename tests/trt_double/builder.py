@@ -1,7 +1,9 @@
 """The builder half of the TensorRT double (see tensorrt.py): network from ONNX, profiles, timing cache.
 
 `tensorrt.Builder`, `tensorrt.OnnxParser`, ... are these classes; version and strictness are read
-from the tensorrt double at call time, so tests that switch versions switch the builder too.
+from the tensorrt double at call time, so tests that switch versions switch the builder too. The
+parser's rules (what TensorRT 10.3's ONNX parser refuses, with sources) are in parser.py, TensorRT
+8.6's API differences in trt8.py.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import json
 
 from . import cudart
 from . import tensorrt as _trt
-from .tensorrt import MAGIC, DataType, Dims, Logger, MemoryPoolType, NetworkDefinitionCreationFlag, TensorIOMode, _io
+from .parser import OnnxParser  # noqa: F401  (part of tensorrt's API, with its rules in parser.py)
+from .tensorrt import MAGIC, DataType, Dims, Logger, MemoryPoolType, TensorIOMode
 
 
 class IHostMemory(bytes):
@@ -30,7 +33,7 @@ class INetworkDefinition:
         self.onnx_bytes: bytes | None = None
         self._tensors: list = []
 
-    def get_flag(self, flag: NetworkDefinitionCreationFlag) -> bool:
+    def get_flag(self, flag: "_trt.NetworkDefinitionCreationFlag") -> bool:
         return bool(self.flags & (1 << int(flag)))
 
     @property
@@ -48,32 +51,6 @@ class INetworkDefinition:
     def get_output(self, index: int) -> ITensor:
         name, _, dtype, shape = [t for t in self._tensors if t[1] == TensorIOMode.OUTPUT][index]
         return ITensor(name, dtype, shape)
-
-
-class OnnxParser:
-    def __init__(self, network: INetworkDefinition, logger: Logger):
-        self.network, self.logger = network, logger
-        self.errors: list[str] = []
-
-    @property
-    def num_errors(self) -> int:
-        return len(self.errors)
-
-    def get_error(self, index: int) -> str:
-        return self.errors[index]
-
-    def parse_from_file(self, model: str) -> bool:
-        import onnx
-
-        try:
-            loaded = onnx.load(model)
-            onnx.checker.check_model(loaded)
-        except Exception as exc:  # the real parser reports, never raises
-            self.errors.append(f"ModelImporter: failed to parse {model}: {exc}")
-            return False
-        self.network.onnx_bytes = loaded.SerializeToString()
-        self.network._tensors = _io(loaded)
-        return True
 
 
 class IOptimizationProfile:
@@ -169,7 +146,9 @@ class Builder:
             self.timing_hits += key in config.timing_cache.entries
             config.timing_cache.entries.add(key)
         major, minor = cudart.state().devices[cudart.state().current]
-        strongly_typed = _trt.__version__.startswith("11.") or network.get_flag(NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        flags = _trt.NetworkDefinitionCreationFlag         # this generation's: 8.6 has no STRONGLY_TYPED
+        strongly_typed = _trt.__version__.startswith("11.") or (
+            hasattr(flags, "STRONGLY_TYPED") and network.get_flag(flags.STRONGLY_TYPED))
         record = {"tensorrt_version": _trt.__version__, "compute_capability": f"{major}.{minor}", "profiles": profiles,
                   "strongly_typed": strongly_typed}
         return IHostMemory(MAGIC + json.dumps(record).encode() + b"\n" + network.onnx_bytes)
