@@ -2,12 +2,17 @@
 backend. No torch, no pycuda: cuda-python is NVIDIA's maintained binding, ships binary wheels (aarch64
 too) and needs only the driver, where pycuda compiles against the CUDA toolkit.
 
+Host copies go through page-locked staging buffers the Device keeps and reuses (a copy from pageable
+numpy memory is synchronous), on a non-blocking stream (one from plain cudaStreamCreate waits for
+the legacy default stream, which libraries beside us may use).
+
 `DeviceTensor` keeps decoder memory and state on the GPU between steps. The decoding loop is plain
 numpy (`np.take` to reorder beams or drop finished images, `np.repeat` to seed per-beam state), so a
 DeviceTensor answers those two functions with device-to-device copies and nothing crosses to the host.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import weakref
 from typing import Any, Sequence
@@ -48,6 +53,35 @@ class CudaError(BackendUnavailableError):
     """A CUDA runtime call failed."""
 
 
+_INSUFFICIENT_DRIVER = 35       # cudaErrorInsufficientDriver
+
+
+def insufficient_driver(cudart: Any) -> BackendUnavailableError:
+    """The error for cuda-python built for a newer CUDA than the driver's (cuda-python 13 on JetPack 6's
+    CUDA 12.6 driver), naming the cuda-python that matches the driver."""
+    def version(call: str) -> int:
+        try:
+            err, value = getattr(cudart, call)()[:2]
+            return int(value) if int(err) == 0 else 0
+        except Exception:   # a binding without the call
+            return 0
+
+    driver, runtime = version("cudaDriverGetVersion"), version("cudaRuntimeGetVersion")
+    said = lambda v: f"CUDA {v // 1000}.{v % 1000 // 10}" if v else "an unknown CUDA"   # noqa: E731
+    why = f"cuda-python is built for {said(runtime)}, newer than this NVIDIA driver's {said(driver)}"
+    major = driver // 1000
+    if major >= 13:
+        fix = f'pip install "cuda-python=={major}.*"'
+    elif major == 12:
+        fix = 'pip install "cuda-python==12.6.*"'
+    elif driver:
+        fix = "update the NVIDIA driver to CUDA 12 or newer (JetPack 6.1+ on a Jetson): TensorRT 10 needs it"
+    else:
+        fix = ('pip install "cuda-python==12.6.*" for a CUDA 12 driver (JetPack 6), '
+               '"cuda-python==13.*" for CUDA 13 (nvidia-smi shows the driver\'s CUDA version)')
+    return CudaError(f"{why} (cudaErrorInsufficientDriver); install the matching one: {fix}", reason=why)
+
+
 def _block(nbytes: int) -> int:
     # power-of-two size classes: a growing KV cache reuses a handful of blocks instead of one per length
     size = _MIN_BLOCK
@@ -66,6 +100,8 @@ class Device:
     def __init__(self, cudart: Any, index: int = 0):
         self.rt = cudart
         err, count = cudart.cudaGetDeviceCount()[:2]
+        if int(err) == _INSUFFICIENT_DRIVER:
+            raise insufficient_driver(cudart)
         if int(err) != 0 or count == 0:
             raise BackendUnavailableError(f"no CUDA GPU is usable here ({self.error_name(err)}); "
                                           "check the driver with nvidia-smi, or use backend=\"onnxruntime\"",
@@ -79,11 +115,15 @@ class Device:
         major = self.call(cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, index), "cudaDeviceGetAttribute")
         minor = self.call(cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, index), "cudaDeviceGetAttribute")
         self.compute_capability = f"{major}.{minor}"
-        self.stream = self.call(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        # non-blocking: a stream from plain cudaStreamCreate waits for the legacy default stream
+        self.stream = self.call(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
+                                "cudaStreamCreateWithFlags")
         self.handle = int(self.stream)          # what TensorRT's *_async calls take
         self._pool: dict[int, list[int]] = {}
         self._blocks: set[int] = set()
-        self._host_refs: list[np.ndarray] = []  # host arrays queued copies read or write, kept until sync
+        self._pinned: dict[int, list[int]] = {}     # free page-locked staging buffers by size class
+        self._pinned_all: list[int] = []
+        self._in_flight: list[tuple[int, int]] = []  # staging buffers queued copies use, free after a sync
         self.closed = False
 
     # ---- errors ---------------------------------------------------------------------------
@@ -96,6 +136,8 @@ class Device:
     def call(self, result: tuple, what: str) -> Any:
         """cuda-python returns (err, *values): raise on an error, else the value(s)."""
         err, values = result[0], result[1:]
+        if int(err) == _INSUFFICIENT_DRIVER:
+            raise insufficient_driver(self.rt)
         if int(err) != 0:
             raise CudaError(f"{what} failed: {self.error_name(err)}; check the GPU with `edge-caption doctor`, "
                             "or use backend=\"onnxruntime\"", reason=f"{what} failed: {self.error_name(err)}")
@@ -133,25 +175,51 @@ class Device:
         self.write(tensor.ptr, host)
         return tensor
 
+    # ---- page-locked staging -------------------------------------------------------------
+    def _staging(self, nbytes: int) -> tuple[int, np.ndarray]:
+        """A page-locked buffer of at least nbytes (reused after the next synchronize) and a byte view of it."""
+        size = _block(nbytes)
+        free = self._pinned.get(size)
+        if free:
+            ptr = free.pop()
+        else:
+            ptr = self.call(self.rt.cudaMallocHost(size), "cudaMallocHost")
+            self._pinned_all.append(ptr)
+        self._in_flight.append((ptr, size))
+        return ptr, np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
+
     def download(self, tensors: Sequence["DeviceTensor"]) -> list[np.ndarray]:
         """Copy device tensors to new host arrays, with one synchronization for all of them."""
-        arrays = [np.empty(t.shape, t.dtype) for t in tensors]
-        for tensor, host in zip(tensors, arrays):
-            if host.nbytes:
-                self.call(self.rt.cudaMemcpyAsync(host.ctypes.data, tensor.ptr, host.nbytes,
+        staged = []
+        for tensor in tensors:
+            if tensor.nbytes:
+                ptr, view = self._staging(tensor.nbytes)
+                self.call(self.rt.cudaMemcpyAsync(ptr, tensor.ptr, tensor.nbytes,
                                                   self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream),
                           "cudaMemcpyAsync (device to host)")
-        self.synchronize()
+                staged.append(view)
+            else:
+                staged.append(np.empty(0, np.uint8))
+        self.call(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        # copied out before the staging buffers go back to the pool
+        arrays = [view.view(t.dtype).reshape(t.shape).copy() for t, view in zip(tensors, staged)]
+        self._release_staging()
         return arrays
 
     def write(self, ptr: int, array: np.ndarray) -> None:
-        """Copy a host array into device memory the caller owns (queued; the array is kept alive)."""
+        """Copy a host array into device memory the caller owns (queued from a page-locked copy of it)."""
         host = np.ascontiguousarray(array)
         if host.nbytes:
-            self._host_refs.append(host)
-            self.call(self.rt.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes,
+            staging, view = self._staging(host.nbytes)
+            view[:] = host.reshape(-1).view(np.uint8)
+            self.call(self.rt.cudaMemcpyAsync(ptr, staging, host.nbytes,
                                               self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream),
                       "cudaMemcpyAsync (host to device)")
+
+    def _release_staging(self) -> None:
+        for ptr, size in self._in_flight:
+            self._pinned.setdefault(size, []).append(ptr)
+        self._in_flight.clear()
 
     def zero(self, ptr: int, nbytes: int) -> None:
         if nbytes:
@@ -164,7 +232,7 @@ class Device:
 
     def synchronize(self) -> None:
         self.call(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        self._host_refs.clear()
+        self._release_staging()
 
     def close(self) -> None:
         if self.closed:
@@ -176,6 +244,11 @@ class Device:
             for ptr in list(self._blocks):
                 self.free(ptr)
             self._pool.clear()
+            for ptr in self._pinned_all:
+                self.rt.cudaFreeHost(ptr)      # best effort: close() must release the rest too
+            self._pinned_all.clear()
+            self._pinned.clear()
+            self._in_flight.clear()
             self.call(self.rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
 
 

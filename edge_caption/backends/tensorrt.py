@@ -7,6 +7,10 @@ Per step, only the token ids go to the GPU and the logits (plus small extras suc
 weights) come back; decoder state and encoder memory stay on the device, reordered there.
 A step whose input shapes repeat (an RNN step; the encoder at a fixed batch) is replayed from a
 CUDA graph after one warm-up execution; if capture fails, it runs without graphs from then on.
+A graph is tied to the profile and input shapes it was captured under, and a profile or shape
+change reaches the device only on the next `execute_async_v3`: so a graph is replayed only while
+the context's last plain execution had its state, and after any change one plain execution comes
+first (mixed batch sizes alternate graphs and plain runs; a steady batch replays every time).
 """
 from __future__ import annotations
 
@@ -27,11 +31,32 @@ from .tensorrt_static import StaticSession, StaticStep
 log = logging.getLogger(__name__)
 
 INSTALL = ("TensorRT is not importable here ({why}); on a Jetson it comes with JetPack (sudo apt install "
-           "nvidia-jetpack; JetPack 6 = TensorRT 10.3), on a desktop: pip install tensorrt; "
+           "nvidia-jetpack; JetPack 6.1+ = TensorRT 10.3), on a desktop: pip install tensorrt; "
            "cuda-python comes with pip install 'edge-caption[tensorrt]'")
 _NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
           "BOOL": np.bool_, "UINT8": np.uint8}
 MAX_GRAPHS = 16         # captured graphs per engine: one per recurring (profile, shapes); bounds memory
+MIN_TENSORRT = (10, 0, 0)   # STRONGLY_TYPED networks and INT64 I/O; JetPack 6.0's TensorRT 8.6 has neither
+
+
+def check_tensorrt_version(trt: Any) -> None:
+    """Refuse TensorRT older than 10 (JetPack 6.0 ships 8.6) before touching an engine."""
+    version = getattr(trt, "__version__", "0")
+    if parse_version(version) < MIN_TENSORRT:
+        why = f"TensorRT {version} is too old: edge-caption needs TensorRT 10 or newer (JetPack 6.1+ has TensorRT 10.3)"
+        raise BackendUnavailableError(f"{why}; on a Jetson upgrade to JetPack 6.1 or newer, on a desktop "
+                                      "pip install 'tensorrt>=10.3', or use backend=\"onnxruntime\"", reason=why)
+
+
+def numpy_dtype(dtype: Any, name: str, file: str) -> np.dtype:
+    """The numpy dtype of an engine tensor; BF16 / FP8 / INT4 / FP4 I/O has none, so say so clearly."""
+    kind = getattr(dtype, "name", str(dtype))
+    if kind not in _NUMPY:
+        raise BackendUnavailableError(
+            f"{file} has {kind} tensor {name!r} as an input or output, which numpy (and so this backend) cannot hold; "
+            "engines from `edge-caption build` keep I/O in fp32 / fp16 / int64: rebuild it with that command",
+            reason=f"{file} has {kind} I/O tensor {name!r}")
+    return np.dtype(_NUMPY[kind])
 
 
 def load_tensorrt() -> Any:
@@ -104,7 +129,7 @@ class _Engine:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.dtypes = {n: np.dtype(_NUMPY[engine.get_tensor_dtype(n).name]) for n in names}
+        self.dtypes = {n: numpy_dtype(engine.get_tensor_dtype(n), n, spec.file) for n in names}
         self.profiles = [{n: tuple(tuple(s) for s in engine.get_tensor_profile_shape(n, p)) for n in self.inputs}
                          for p in range(engine.num_optimization_profiles)]
         self.bundle = bundle
@@ -113,6 +138,7 @@ class _Engine:
         self.use_graphs = graphs
         self.graphs: dict[tuple, _Graph] = {}
         self.seen: set[tuple] = set()
+        self.applied: tuple | None = None       # (profile, shapes) of the last plain execute_async_v3
 
     def _profile_for(self, shapes: dict[str, tuple[int, ...]]) -> int:
         for index, profile in enumerate(self.profiles):
@@ -123,57 +149,84 @@ class _Engine:
                           f"caption fewer frames or beams at once, or rebuild with a larger --batch: "
                           f"{build_command(self.bundle, self.spec.precision)} --batch 1,16")
 
-    def _set_shapes(self, profile: int, shapes: dict[str, tuple[int, ...]]) -> None:
+    def _set_shapes(self, profile: int, shapes: dict[str, tuple[int, ...]]) -> tuple:
+        """Set the profile and input shapes on the context; returns the state a graph is tied to."""
         if profile != self.profile:
-            self._check(self.context.set_optimization_profile_async(profile, self.device.handle),
-                        f"set_optimization_profile_async({profile})")
-            self.profile, self.shapes = profile, {}
+            self.profile, self.shapes = None, {}     # until the binding has taken the new profile
+            self._trt(f"set_optimization_profile_async({profile})",
+                      self.context.set_optimization_profile_async, profile, self.device.handle)
+            self.profile = profile
         for name in self.inputs:
             if self.shapes.get(name) != shapes[name]:
-                self._check(self.context.set_input_shape(name, shapes[name]), f"set_input_shape({name!r}, {shapes[name]})")
+                self.shapes.pop(name, None)
+                self._trt(f"set_input_shape({name!r}, {shapes[name]})", self.context.set_input_shape, name, shapes[name])
                 self.shapes[name] = shapes[name]
+        return profile, tuple(shapes[n] for n in self.inputs)
 
-    def _check(self, ok: bool, what: str) -> None:
+    def _trt(self, what: str, call: Any, *args: Any) -> None:
+        """A binding call on the hot path: False (the C++ bool) and RuntimeError (what pyCore.cpp raises,
+        e.g. from set_optimization_profile_async) both become our error, naming the call and the fix."""
+        try:
+            ok = call(*args)
+        except RuntimeError as exc:
+            self._refused(what, f"{type(exc).__name__}: {exc}", exc)
         if not ok:
-            raise BackendUnavailableError(f"TensorRT refused {what} on {self.spec.file} (its log says why); "
-                                          f"if the bundle changed, rebuild: {build_command(self.bundle, self.spec.precision)}")
+            self._refused(what, "its log says why")
+
+    def _refused(self, what: str, why: str, cause: BaseException | None = None) -> None:
+        raise BackendUnavailableError(
+            f"TensorRT refused {what} on {self.spec.file} ({why}); if the bundle changed, rebuild: "
+            f"{build_command(self.bundle, self.spec.precision)}",
+            reason=f"TensorRT refused {what} on {self.spec.file} ({why})") from cause
 
     def run_bound(self, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceTensor]) -> None:
         """Execute on buffers the caller owns and keeps (the static step): nothing is copied in or out.
         Shapes and addresses that come a second time are captured into a CUDA graph and replayed."""
         shapes = {n: inputs[n].shape for n in self.inputs}
-        profile = self._profile_for(shapes)
-        self._set_shapes(profile, shapes)      # also before a replay: a graph runs with the shapes it was captured with
-        key = (profile, tuple(shapes[n] for n in self.inputs), tuple(inputs[n].ptr for n in self.inputs),
-               tuple(outputs[n].ptr for n in self.outputs))
+        state = self._set_shapes(self._profile_for(shapes), shapes)
+        key = (*state, tuple(inputs[n].ptr for n in self.inputs), tuple(outputs[n].ptr for n in self.outputs))
         graph = self.graphs.get(key)
-        if graph is not None:
-            self.device.call(self.device.rt.cudaGraphLaunch(graph.exec, self.device.stream), "cudaGraphLaunch")
+        if graph is not None and self.applied == state:
+            self._launch(graph)
             return
-        self._execute(inputs, outputs)         # this call's work, and the warm-up a capture needs
-        if self.use_graphs and key in self.seen and len(self.graphs) < MAX_GRAPHS:
-            try:
-                self.graphs[key] = _Graph(*self._record(), {}, {})
-            except (CudaError, BackendUnavailableError, RuntimeError) as exc:
-                log.warning("CUDA graph capture failed for %s (%s); running it without graphs", self.spec.file, exc)
-                self.use_graphs = False
+        self._execute(inputs, outputs, state)  # this call's work, and the warm-up a capture needs
+        if graph is None and self.use_graphs and key in self.seen and len(self.graphs) < MAX_GRAPHS:
+            recorded = self._record()
+            if recorded is not None:
+                self.graphs[key] = _Graph(*recorded, {}, {})
         self.seen.add(key)
 
-    def _record(self) -> tuple[Any, Any]:
-        """Capture one execute_async_v3 with the addresses and shapes set now: (graph, executable)."""
-        dev, rt = self.device, self.device.rt
-        dev.call(rt.cudaStreamBeginCapture(dev.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
-                 "cudaStreamBeginCapture")
-        try:
-            self._check(self.context.execute_async_v3(dev.handle), "execute_async_v3 (capture)")
-        finally:
-            graph = dev.call(rt.cudaStreamEndCapture(dev.stream), "cudaStreamEndCapture")
-        return graph, dev.call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+    def _launch(self, graph: _Graph) -> None:
+        self.device.call(self.device.rt.cudaGraphLaunch(graph.exec, self.device.stream), "cudaGraphLaunch")
 
-    def _execute(self, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceTensor]) -> None:
+    def _record(self) -> tuple[Any, Any] | None:
+        """Capture one execute_async_v3 with the addresses and shapes set (and applied) now: (graph,
+        executable); None, with graphs off for this engine and the reason logged once, if that fails."""
+        dev, rt = self.device, self.device.rt
+        graph = None
+        try:
+            dev.call(rt.cudaStreamBeginCapture(dev.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+                     "cudaStreamBeginCapture")
+            try:
+                self._trt("execute_async_v3 (capture)", self.context.execute_async_v3, dev.handle)
+            finally:
+                # a capture whose enqueue failed still ends, and may still hand back a graph: destroyed below
+                err, graph = rt.cudaStreamEndCapture(dev.stream)[:2]
+            dev.call((err, graph), "cudaStreamEndCapture")
+            return graph, dev.call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        except (CudaError, BackendUnavailableError) as exc:
+            if graph is not None:
+                rt.cudaGraphDestroy(graph)
+            log.warning("CUDA graph capture failed for %s (%s); running it without graphs", self.spec.file, exc)
+            self.use_graphs = False
+            return None
+
+    def _execute(self, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceTensor], state: tuple) -> None:
         for name, tensor in (*inputs.items(), *outputs.items()):
-            self._check(self.context.set_tensor_address(name, tensor.ptr), f"set_tensor_address({name!r})")
-        self._check(self.context.execute_async_v3(self.device.handle), "execute_async_v3")
+            self._trt(f"set_tensor_address({name!r})", self.context.set_tensor_address, name, tensor.ptr)
+        self.applied = None                     # unknown until the enqueue is accepted
+        self._trt("execute_async_v3", self.context.execute_async_v3, self.device.handle)
+        self.applied = state                    # this enqueue applies the profile and shapes on the device
 
     def run(self, feeds: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
         for name in self.inputs:
@@ -181,18 +234,16 @@ class _Engine:
                 raise BackendUnavailableError(f"{self.spec.file} wants {name!r} as {self.dtypes[name]}, got "
                                               f"{feeds[name].dtype}; rebuild the engines from this bundle")
         shapes = {n: feeds[n].shape for n in self.inputs}
-        profile = self._profile_for(shapes)
-        self._set_shapes(profile, shapes)
-        key = (profile, tuple(shapes[n] for n in self.inputs))
+        key = self._set_shapes(self._profile_for(shapes), shapes)
         graph = self.graphs.get(key)
-        if graph is not None:
+        if graph is not None and self.applied == key:
             return self._replay(graph, feeds)
         out_shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
-        if self.use_graphs and key in self.seen and len(self.graphs) < MAX_GRAPHS:
+        if graph is None and self.use_graphs and key in self.seen and len(self.graphs) < MAX_GRAPHS:
             return self._capture(key, feeds, out_shapes)
         self.seen.add(key)
         outputs = {n: self.device.empty(out_shapes[n], self.dtypes[n]) for n in self.outputs}
-        self._execute(feeds, outputs)
+        self._execute(feeds, outputs, key)      # also what makes the next replay of this key valid
         return outputs
 
     # ---- CUDA graphs ---------------------------------------------------------------------
@@ -205,22 +256,20 @@ class _Engine:
                                      s, self.dtypes[n]) for n, s in out_shapes.items()}
         for n in self.inputs:
             dev.copy(fixed_in[n].ptr, feeds[n].ptr, feeds[n].nbytes)
-        self._execute(fixed_in, fixed_out)          # the warm-up TensorRT asks for before a capture
-        try:
-            self.graphs[key] = _Graph(*self._record(), fixed_in, fixed_out)
-        except (CudaError, BackendUnavailableError, RuntimeError) as exc:
-            log.warning("CUDA graph capture failed for %s (%s); running it without graphs", self.spec.file, exc)
-            self.use_graphs = False
-            outputs = self._copy_out(fixed_out)
+        self._execute(fixed_in, fixed_out, key)     # the warm-up TensorRT asks for before a capture
+        recorded = self._record()
+        outputs = self._copy_out(fixed_out)
+        if recorded is None:
             for tensor in (*fixed_in.values(), *fixed_out.values()):
                 dev.free(tensor.ptr)        # cudaFree waits for the copies above
-            return outputs
-        return self._copy_out(fixed_out)
+        else:
+            self.graphs[key] = _Graph(*recorded, fixed_in, fixed_out)
+        return outputs
 
     def _replay(self, graph: _Graph, feeds: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
         for n in self.inputs:
             self.device.copy(graph.inputs[n].ptr, feeds[n].ptr, feeds[n].nbytes)
-        self.device.call(self.device.rt.cudaGraphLaunch(graph.exec, self.device.stream), "cudaGraphLaunch")
+        self._launch(graph)
         return self._copy_out(graph.outputs)
 
     def _copy_out(self, fixed: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
@@ -250,6 +299,7 @@ class TensorRTBackend:
         if not bundle.manifest.engines:     # say so before asking for TensorRT: it is the first fix
             select_engines(bundle, "", "")
         trt = load_tensorrt()
+        check_tensorrt_version(trt)
         self.device = Device(load_cudart(), device or 0)
         try:
             specs = select_engines(bundle, self.device.compute_capability, trt.__version__)
@@ -308,6 +358,7 @@ def why_not(bundle: Bundle, device: int | None = 0) -> str | None:
         return f"the bundle has no engines ({build_command(bundle)} makes them)"
     try:
         trt = load_tensorrt()
+        check_tensorrt_version(trt)
         dev = Device(load_cudart(), device or 0)
     except BackendUnavailableError as exc:
         return exc.reason

@@ -1,16 +1,35 @@
 """A double of cuda-python's `cuda.bindings.runtime`: only the calls edge-caption makes, with the
 real calling convention (every call returns a tuple whose first item is a `cudaError_t`).
 
-"Device memory" is host memory behind made-up integer pointers in a range no host allocation
-uses, so a device pointer handed to host code (or a host pointer to a device copy) is an error
-here instead of silently working. Work on a stream is queued and runs at `cudaStreamSynchronize`
-(pinned-memory semantics, the strictest the docs allow): reading a download before synchronizing
-reads stale bytes, exactly the bug it would be on a GPU. Capture follows the CUDA docs: no
-allocation, free or synchronization on a capturing stream (each invalidates the capture), no
-capture on the legacy default stream.
+Behaviours modelled, each with the source it was read from ([RT] = CUDA Runtime API reference,
+docs.nvidia.com/cuda/cuda-runtime-api; [CP] = cuda-python docs,
+nvidia.github.io/cuda-python/cuda-bindings/latest/module/runtime.html):
+- "Device memory" is host memory behind made-up pointers no host allocation uses, 256-byte
+  aligned ([RT] cudaMalloc: "suitably aligned for any kind of variable"; [RT] "Device Memory
+  Accesses": at least 256 bytes), filled with 0xFF (cudaMalloc does not clear); a device pointer
+  where a host one is expected, or a copy whose pointers contradict its direction, is an error.
+- Work on a stream is queued and runs at cudaStreamSynchronize (or cudaFree / cudaStreamDestroy,
+  which wait for it) ([RT] cudaMemcpyAsync, "API synchronization behavior").
+- Copies with a pageable host buffer (anything not from cudaMallocHost / cudaHostAlloc) are
+  synchronous: the stream's queued work and the copy run before the call returns, and
+  `counts["pageable"]` records it ([RT] "API synchronization behavior", Memcpy / Asynchronous).
+- A stream from plain cudaStreamCreate is a blocking stream: work on the legacy default stream
+  waits for it (`counts["legacy_waits"]`); cudaStreamCreateWithFlags(cudaStreamNonBlocking) makes
+  one that does not (`_Stream.nonblocking`) ([RT] "Stream synchronization behavior").
+- A driver whose CUDA major is older than the runtime's (cuda-python 13 on a CUDA 12.6 driver)
+  answers every call that needs it with cudaErrorInsufficientDriver (35); cudaDriverGetVersion and
+  cudaRuntimeGetVersion still answer ([RT] cudaDriverGetVersion; CUDA Compatibility guide, minor
+  version compatibility within a major).
+- Capture: no allocation, free or synchronization on a capturing stream (each invalidates the
+  capture), no capture on the legacy default stream; cudaStreamEndCapture of an invalidated capture
+  returns cudaErrorStreamCaptureInvalidated and no graph ([RT] cudaStreamBeginCapture /
+  cudaStreamEndCapture, "Prohibited and Unhandled Operations" in the CUDA Graphs guide).
+- cudaGraphInstantiate can fail (`_Device.fail_instantiate`; [RT] cudaGraphInstantiate lists
+  cudaErrorInvalidValue); live graphs and executables are counted, so a leak shows.
 
-Signatures checked against cuda-python 13.4 (`cuda.bindings.runtime`) and its docs
-(https://nvidia.github.io/cuda-python/cuda-bindings/latest/module/runtime.html).
+Signatures checked against cuda-python 13.4 (`cuda.bindings.runtime`) and its docs; the ones added
+for pinned memory and versions (cudaMallocHost, cudaHostAlloc, cudaFreeHost, cudaDriverGetVersion,
+cudaRuntimeGetVersion) from the docs only (cuda-python is not installed where they were written).
 """
 from __future__ import annotations
 
@@ -59,6 +78,7 @@ class cudaDeviceAttr(enum.IntEnum):
 
 
 cudaStreamNonBlocking = 1
+cudaHostAllocDefault = 0
 _OK = cudaError_t.cudaSuccess
 _BASE = 0x7E00_0000_0000          # "device" addresses: far above any heap pointer Python hands out
 
@@ -96,6 +116,7 @@ class _Stream:
     pending: list[Callable[[], None]] = field(default_factory=list)
     capturing: list[Callable[[], None]] | None = None
     invalidated: bool = False
+    nonblocking: bool = False
 
 
 class ContractError(AssertionError):
@@ -112,7 +133,25 @@ class _Device:
         self.streams: dict[int, _Stream] = {0: _Stream()}
         self.graphs: dict[int, list[Callable[[], None]]] = {}
         self.execs: dict[int, list[Callable[[], None]]] = {}
-        self.counts = {"malloc": 0, "free": 0, "h2d": 0, "d2h": 0, "d2d": 0, "sync": 0, "graph_launch": 0}
+        self.pinned: dict[int, ctypes.Array] = {}       # cudaMallocHost / cudaHostAlloc buffers by address
+        self.driver_version = self.runtime_version = 12060
+        self.fail_instantiate = False
+        self.serial = 0         # handles are never reused, so a destroyed one cannot alias a live one
+        self.counts = {"malloc": 0, "free": 0, "h2d": 0, "d2h": 0, "d2d": 0, "sync": 0, "graph_launch": 0,
+                       "pageable": 0, "host_alloc": 0, "legacy_waits": 0}
+
+    def handle(self, base: int) -> int:
+        self.serial += 1
+        return base + self.serial
+
+    def driver_too_old(self) -> bool:
+        return self.driver_version // 1000 < self.runtime_version // 1000
+
+    def is_pinned(self, ptr: int, nbytes: int) -> bool:
+        for start, buffer in self.pinned.items():
+            if start <= ptr and ptr + nbytes <= start + ctypes.sizeof(buffer):
+                return True
+        return False
 
     # ---- pointers -------------------------------------------------------------------------
     def find(self, ptr: int, nbytes: int) -> tuple[np.ndarray, int] | None:
@@ -175,11 +214,15 @@ def _ptr(value) -> int:
 
 # ---- device ---------------------------------------------------------------------------------
 def cudaGetDeviceCount():
+    if _STATE.driver_too_old():
+        return (cudaError_t.cudaErrorInsufficientDriver, 0)
     n = len(_STATE.devices)
     return (_OK, n) if n else (cudaError_t.cudaErrorNoDevice, 0)
 
 
 def cudaSetDevice(device: int):
+    if _STATE.driver_too_old():
+        return (cudaError_t.cudaErrorInsufficientDriver,)
     if not 0 <= device < len(_STATE.devices):
         return (cudaError_t.cudaErrorInvalidDevice,)
     _STATE.current = device
@@ -197,6 +240,14 @@ def cudaDeviceGetAttribute(attr: cudaDeviceAttr, device: int):
     return (cudaError_t.cudaErrorInvalidValue, 0)
 
 
+def cudaDriverGetVersion():
+    return (_OK, _STATE.driver_version)
+
+
+def cudaRuntimeGetVersion():
+    return (_OK, _STATE.runtime_version)
+
+
 def cudaGetErrorString(error: cudaError_t):
     return (_OK, f"{cudaError_t(error).name} (double)".encode())
 
@@ -210,6 +261,8 @@ def cudaMalloc(size: int):
     if _STATE.capturing_global():      # cudaMalloc is not capturable: it invalidates a global capture
         _STATE.invalidate_captures()
         return (cudaError_t.cudaErrorStreamCaptureUnsupported, 0)
+    if _STATE.driver_too_old():
+        return (cudaError_t.cudaErrorInsufficientDriver, 0)
     if not _STATE.devices:
         return (cudaError_t.cudaErrorNoDevice, 0)
     ptr = _STATE.next_ptr
@@ -235,6 +288,33 @@ def cudaFree(devPtr):
     del _STATE.allocations[ptr]
     _STATE.starts.remove(ptr)
     _STATE.counts["free"] += 1
+    return (_OK,)
+
+
+def cudaMallocHost(size: int):
+    """Page-locked host memory: copies to and from it are asynchronous."""
+    if _STATE.driver_too_old():
+        return (cudaError_t.cudaErrorInsufficientDriver, 0)
+    if _STATE.capturing_global():
+        _STATE.invalidate_captures()
+        return (cudaError_t.cudaErrorStreamCaptureUnsupported, 0)
+    buffer = (ctypes.c_uint8 * max(int(size), 1))()
+    ptr = ctypes.addressof(buffer)
+    _STATE.pinned[ptr] = buffer
+    _STATE.counts["host_alloc"] += 1
+    return (_OK, ptr)
+
+
+def cudaHostAlloc(size: int, flags: int):
+    return cudaMallocHost(size)
+
+
+def cudaFreeHost(ptr):
+    if _STATE.capturing_global():
+        _STATE.invalidate_captures()
+        return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
+    if _STATE.pinned.pop(int(ptr), None) is None:
+        return (cudaError_t.cudaErrorInvalidValue,)
     return (_OK,)
 
 
@@ -265,6 +345,14 @@ def cudaMemcpyAsync(dst, src, count: int, kind: cudaMemcpyKind, stream):
         _STATE.counts[label] = _STATE.counts.get(label, 0) + 1
         _STATE.counts[f"{label}_bytes"] = _STATE.counts.get(f"{label}_bytes", 0) + n
 
+    host = d if kind == cudaMemcpyKind.cudaMemcpyDeviceToHost else s
+    if kind in (cudaMemcpyKind.cudaMemcpyHostToDevice, cudaMemcpyKind.cudaMemcpyDeviceToHost) and n \
+            and not _STATE.is_pinned(host, n) and stream_state.capturing is None:
+        # pageable memory: the copy is staged through the driver and the call returns when it is done
+        _STATE.counts["pageable"] += 1
+        _synchronize(stream_state)
+        run()
+        return (_OK,)
     enqueue(int(stream), run)
     return (_OK,)
 
@@ -290,20 +378,27 @@ def enqueue(stream: int, work: Callable[[], None]) -> None:
     if target.capturing is not None:
         target.capturing.append(work)
     elif stream == 0:
-        work()                  # the legacy default stream: run now, after nothing
+        # the legacy default stream waits for every blocking stream's work, then runs now
+        for other in _STATE.streams.values():
+            if other is not target and not other.nonblocking and other.pending:
+                _STATE.counts["legacy_waits"] += 1
+                _synchronize(other)
+        work()
     else:
         target.pending.append(work)
 
 
 # ---- streams --------------------------------------------------------------------------------
 def cudaStreamCreate():
-    handle = 0x5000 + len(_STATE.streams)
-    _STATE.streams[handle] = _Stream()
-    return (_OK, cudaStream_t(handle))
+    return cudaStreamCreateWithFlags(0)
 
 
 def cudaStreamCreateWithFlags(flags: int):
-    return cudaStreamCreate()
+    if _STATE.driver_too_old():
+        return (cudaError_t.cudaErrorInsufficientDriver, None)
+    handle = _STATE.handle(0x5000_0000)
+    _STATE.streams[handle] = _Stream(nonblocking=bool(int(flags) & cudaStreamNonBlocking))
+    return (_OK, cudaStream_t(handle))
 
 
 def cudaStreamDestroy(stream):
@@ -356,16 +451,16 @@ def cudaStreamEndCapture(stream):
     if target.invalidated:
         target.invalidated = False
         return (cudaError_t.cudaErrorStreamCaptureInvalidated, None)
-    handle = 0x9000 + len(_STATE.graphs)
+    handle = _STATE.handle(0x9000_0000)
     _STATE.graphs[handle] = work
     return (_OK, cudaGraph_t(handle))
 
 
 def cudaGraphInstantiate(graph, flags: int):
     work = _STATE.graphs.get(int(graph))
-    if work is None:
+    if work is None or _STATE.fail_instantiate:
         return (cudaError_t.cudaErrorInvalidValue, None)
-    handle = 0xA000 + len(_STATE.execs)
+    handle = _STATE.handle(0xA000_0000)
     _STATE.execs[handle] = list(work)
     return (_OK, cudaGraphExec_t(handle))
 

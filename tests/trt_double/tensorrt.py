@@ -5,14 +5,39 @@ An "engine" is the ONNX graph plus its build record (profiles, TensorRT version,
 capability), executed by ONNX Runtime on the cudart double's "device" memory. What a real
 TensorRT would reject, this one rejects too, and strictly: a wrong call is logged as an error,
 returns False or None as TensorRT does, and (with STRICT, the default) raises `ContractError`, so a
-caller that ignores a return value cannot pass. Enforced:
-- deserialization only for the same TensorRT version and compute capability the engine was built for;
+caller that ignores a return value cannot pass. Anything this module lacks (BuilderFlag.FP16, int8
+calibrators, execute_v2, bindings...) is an AttributeError: code that used it would not run on one
+of the two TensorRT generations.
+
+Runtime behaviours modelled, each with the source it was read from ([H] = NVIDIA/TensorRT
+`include/NvInferRuntime.h`, [P] = `python/src/infer/pyCore.cpp`, both on release/10.3):
+- deserialization only for the same TensorRT version and compute capability the engine was built
+  for, else None and a logged error ([H] IRuntime::deserializeCudaEngine; the developer guide's
+  "engines are specific to the TensorRT version and GPU");
+- `set_optimization_profile_async` raises RuntimeError("Error in set optimization profile
+  async.") where the C++ call returns false, never returns False ([P]
+  context_set_optimization_profile_async, PY_ASSERT_RUNTIME_ERROR);
+- `set_input_shape`, `set_tensor_address`, `execute_async_v3` return the C++ bool ([P]);
+- `set_tensor_address` wants at least 256-byte alignment ([H] IExecutionContext::setTensorAddress:
+  "The pointer must have at least 256-byte alignment");
 - before `execute_async_v3`: every input shape set and inside the active profile, every I/O tensor
-  address set to device memory large enough for its shape, no input sharing bytes with an output;
-- CUDA graph capture only after a warm-up `execute_async_v3` with the same profile and shapes;
+  address set to device memory large enough for its shape, no input sharing bytes with an output
+  ([H] enqueueV3, setInputShape, setTensorAddress);
+- a profile switch or an input shape change takes effect on the next `execute_async_v3`, which
+  also applies it on the device ("layer resource updates on the next call of enqueueV3",
+  [H] setOptimizationProfileAsync, IPluginV2DynamicExt::configurePlugin); a CUDA graph captured
+  under one (profile, shapes) and replayed after the context's device state moved to another,
+  with no plain `execute_async_v3` in between, raises ContractError (STRICT) or writes garbage
+  (0xFF bytes: NaN) into its outputs, as stale layer resources would; a capture likewise needs
+  the context's current state applied by a plain `execute_async_v3` first (the developer guide's
+  "CUDA Graphs" section: warm up with one enqueueV3 before capture);
+- CUDA graph capture only after a warm-up `execute_async_v3` with the same profile, shapes and
+  addresses (same source);
 - a build needs an optimization profile covering every dynamic input, min <= opt <= max.
-Anything this module lacks (BuilderFlag.FP16, int8 calibrators, execute_v2, bindings...) is an
-AttributeError: code that used it would not run on one of the two TensorRT generations.
+Not checked against a real install: whether a replay after a state change is always wrong (the
+docs only tie the graph to the state it was captured in), and whether an address change alone
+(no plugin in our engines) needs a plain enqueue; we treat profile and shapes as state, not
+addresses, which the graph freezes.
 """
 from __future__ import annotations
 
@@ -188,10 +213,14 @@ class IExecutionContext:
         self.warm: set = set()
         self.executions = 0
         self._probe_cache: dict = {}
+        self.enqueued_state: tuple | None = None    # (profile, shapes) of the last plain execute_async_v3 queued
+        self.device_state: tuple | None = None      # ... and of the last one that ran (stream order)
 
     def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
         if not 0 <= profile_index < self.engine.num_optimization_profiles:
-            return _violate(self.logger, f"set_optimization_profile_async: no profile {profile_index}")
+            # the binding raises where the C++ call returns false (pyCore.cpp PY_ASSERT_RUNTIME_ERROR)
+            self.logger.log(Logger.ERROR, f"setOptimizationProfileAsync: no profile {profile_index}")
+            raise RuntimeError("Error in set optimization profile async.")
         self.active_optimization_profile = profile_index
         self.shapes.clear()          # a new profile invalidates the input shapes set so far
         return True
@@ -233,6 +262,8 @@ class IExecutionContext:
     def set_tensor_address(self, name: str, memory: int) -> bool:
         if self.engine.get_tensor_mode(name) == TensorIOMode.NONE:
             return _violate(self.logger, f"set_tensor_address: {name!r} is not an input or output tensor")
+        if int(memory) % 256:
+            return _violate(self.logger, f"set_tensor_address: {name!r} at 0x{int(memory):x} is not 256-byte aligned")
         self.addresses[name] = int(memory)
         return True
 
@@ -268,13 +299,19 @@ class IExecutionContext:
                     return _violate(self.logger, f"execute_async_v3: input {i!r} and output {o!r} share memory; "
                                                  "TensorRT does not support in-place execution")
         key = (self.active_optimization_profile, tuple(sorted(shapes.items())), tuple(sorted(ranges.items())))
+        state = (self.active_optimization_profile, tuple(sorted((n, self.shapes[n]) for n in inputs)))
         if stream.capturing is not None:
             if key not in self.warm:
                 stream.invalidated = True
                 return _violate(self.logger, "execute_async_v3 during CUDA graph capture without a warm-up "
                                              "execute_async_v3 with these shapes and addresses first")
+            if self.enqueued_state != state:
+                stream.invalidated = True
+                return _violate(self.logger, "execute_async_v3 captured after a profile or input shape change "
+                                             "that no plain execute_async_v3 has applied yet")
         else:
             self.warm.add(key)
+            self.enqueued_state = state
         frozen_shapes = dict(shapes)
         capturing = stream.capturing is not None
 
@@ -283,6 +320,19 @@ class IExecutionContext:
                 # conservative: replaying a graph while the context holds other shapes is not something
                 # the docs promise works, so the backend must restore the captured shapes first
                 raise ContractError("graph replayed while the context's input shapes differ from the captured ones")
+            if capturing and self.device_state != state:
+                # the profile / shapes applied on the device are another call's: stale layer resources
+                message = (f"CUDA graph captured with profile {state[0]} and shapes {dict(state[1])} replayed after "
+                           f"the context moved to {self.device_state and (self.device_state[0], dict(self.device_state[1]))} "
+                           "with no plain execute_async_v3 in between")
+                self.logger.log(Logger.ERROR, message)
+                if STRICT:
+                    raise ContractError(message)
+                for n in outputs:
+                    device.view(ranges[n][0], ranges[n][1] - ranges[n][0])[:] = 0xFF
+                return
+            if not capturing:
+                self.device_state = state
             feeds = {}
             for n in inputs:
                 dtype = _NUMPY[self.engine.get_tensor_dtype(n)]
