@@ -18,14 +18,13 @@ from typing import Any, Callable, Collection
 
 from edge_caption.backends.cuda import Device, load_cudart
 from edge_caption.backends.base import parse_version
-from edge_caption.backends.tensorrt import load_tensorrt
+from edge_caption.backends.tensorrt import MIN_TENSORRT, load_tensorrt
 from edge_caption.bundle import Bundle, sha256_file
 from edge_caption.decoding.static import cache_length
 from edge_caption.errors import ExportError
 from edge_caption.manifest import MANIFEST_FILE, EngineSpec
 
 PRECISIONS = ("fp32", "fp16", "int8", "fp8")
-MIN_TENSORRT = (10, 0)           # JetPack 6.1+ (10.3): 8.6 has no STRONGLY_TYPED flag or INT64 I/O
 ENGINE_DIR = "engines"
 
 
@@ -340,7 +339,12 @@ def build_engine(trt: Any, onnx_file: Path, shapes: ShapeRanges, timing_cache: b
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     cache = config.create_timing_cache(timing_cache)
-    config.set_timing_cache(cache, False)
+    if not config.set_timing_cache(cache, False):
+        # a cache from another TensorRT (or GPU) does not apply: time afresh rather than trust it
+        cache = config.create_timing_cache(b"")
+        if not config.set_timing_cache(cache, False):
+            raise ExportError(f"TensorRT {trt.__version__} refused an empty timing cache; pass --timing-cache with "
+                              "a new file path")
     symbols = _symbols(onnx_file)
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     for index in range(len(shapes.per_profile)):

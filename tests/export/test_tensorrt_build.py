@@ -50,7 +50,7 @@ def test_build_records_engines_profiles_and_cache(monkeypatch, tmp_path):
     assert [p["pixel_values"] for p in record(out / engines["encoder"].file)["profiles"]] == \
         [[[1, 3, 96, 96]] * 3, [[1, 3, 96, 96], [4, 3, 96, 96], [4, 3, 96, 96]]]
     assert seen[0] == 0 and seen[1] > 0        # the step engine's build starts from the encoder's cache
-    assert len(json.loads(cache.read_bytes())) == 2
+    assert len(json.loads(cache.read_bytes())["entries"]) == 2
     # a rebuild in place replaces the engines of the same GPU / TensorRT / precision, reusing the cache
     build_engines(out, config, progress=False)
     assert seen[2] == cache.stat().st_size > 0
@@ -215,3 +215,17 @@ sys.exit(main(["build", "--batch", "1", "--out", {str(tmp_path / "n.ecap")!r}, "
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_timing_cache_from_another_tensorrt_is_timed_afresh(monkeypatch, tmp_path):
+    """set_timing_cache answers False for a cache another TensorRT wrote: the build starts a new one
+    instead of going on without any (the bool was ignored, and the cache never saved)."""
+    install(monkeypatch, version="10.3.0")
+    cache = tmp_path / "shared.cache"
+    build_engines(default_bundle_path(), BuildConfig(batch_sizes=(1,), timing_cache=cache), out=tmp_path / "a.ecap",
+                  progress=False)
+    assert json.loads(cache.read_bytes())["tensorrt"] == "10.3.0"
+    install(monkeypatch, version="10.13.0")
+    build_engines(default_bundle_path(), BuildConfig(batch_sizes=(1,), timing_cache=cache), out=tmp_path / "b.ecap",
+                  progress=False)
+    assert json.loads(cache.read_bytes())["tensorrt"] == "10.13.0"

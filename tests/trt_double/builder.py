@@ -62,11 +62,15 @@ class IOptimizationProfile:
 
 
 class ITimingCache:
-    def __init__(self, entries: set[str]):
-        self.entries = entries
+    """Timing results, tagged with the TensorRT that measured them: a cache from another version does
+    not apply (NvInfer.h, IBuilderConfig::setTimingCache: returns false on a mismatch unless told to
+    ignore it)."""
+
+    def __init__(self, entries: set[str], made_by: str | None = None):
+        self.entries, self.made_by = entries, made_by or _trt.__version__
 
     def serialize(self) -> IHostMemory:
-        return IHostMemory(json.dumps(sorted(self.entries)).encode())
+        return IHostMemory(json.dumps({"tensorrt": self.made_by, "entries": sorted(self.entries)}).encode())
 
 
 class IBuilderConfig:
@@ -89,9 +93,16 @@ class IBuilderConfig:
 
     def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
         data = bytes(serialized_timing_cache)
-        return ITimingCache(set(json.loads(data)) if data else set())
+        if not data:
+            return ITimingCache(set())
+        found = json.loads(data)
+        if not isinstance(found, dict):         # not this double's format: another TensorRT's cache
+            return ITimingCache(set(), "unknown")
+        return ITimingCache(set(found["entries"]), found["tensorrt"])
 
     def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+        if cache.made_by != _trt.__version__ and not ignore_mismatch:
+            return False
         self.timing_cache = cache
         return True
 
