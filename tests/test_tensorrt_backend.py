@@ -13,6 +13,7 @@ import pytest
 from edge_caption import EdgeCaptioner
 from edge_caption.bundle import Bundle
 from edge_caption.captioner import default_bundle_path
+from edge_caption.decoding.contract import DeviceLoopBackend, StaticStepBackend
 from edge_caption.errors import BackendUnavailableError, EngineMismatchError, OptionError
 from edge_caption.export.tensorrt import BuildConfig, build_engines
 from edge_caption.options import DecodeOptions
@@ -76,6 +77,11 @@ def test_static_step_engine_gives_generate_tokens(exported, trt, tmp_path, famil
     pixels = np.random.default_rng(100).standard_normal((3, 3, 32, 32)).astype(np.float32)
     with EdgeCaptioner(engines, backend="tensorrt") as cap:
         assert cap._backend.static_step and "static step" in cap._backend.describe
+        # the host loop's contract (decoding/contract.py), which decode() dispatches on
+        assert isinstance(cap._backend, StaticStepBackend) and not isinstance(cap._backend, DeviceLoopBackend)
+        session_class = type(cap._backend.static_session(cap._backend.encode(np.zeros((1, 3, 32, 32), np.float32)),
+                                                         1, 4))
+        assert all(callable(getattr(session_class, m, None)) for m in ("run", "top", "logits", "keep"))
         tok = cap.manifest.tokenizer
         for grid in GRID + [dict(num_beams=2, repetition_penalty=1.3, min_new_tokens=2)]:
             opts = DecodeOptions(max_new_tokens=10).replace(**grid)
