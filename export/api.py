@@ -66,9 +66,9 @@ def export(
         import tempfile
 
         from .quantize import quantize_bundle
-        from .writer import check_output
+        from .writer import check_destination
 
-        target = check_output(Path(output), overwrite, sources=sources)
+        target = check_destination(Path(output), overwrite, sources=sources)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".fp32-", dir=target.parent) as scratch:
             fp32 = export(model, Path(scratch) / "fp32.ecap", processor=processor, tokenizer=tokenizer,

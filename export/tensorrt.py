@@ -41,11 +41,12 @@ class BuildConfig:
 
 
 def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, out: str | Path | None = None,
-                  progress: bool | Callable[[str], None] = True) -> Path:
+                  overwrite: bool = False, progress: bool | Callable[[str], None] = True) -> Path:
     """Build the encoder and step engines of `bundle` for this GPU into `out` (default: in place).
 
-    `out` may be a new or empty folder or a bundle (replaced); never `bundle` itself, a folder of
-    other files, or (in place) the shipped default model."""
+    `out` may be a new or empty folder, or an existing bundle with `overwrite=True` (--overwrite);
+    never `bundle` itself, a folder of other files, or (in place) the shipped default model. In place,
+    the bundle gains the engines (that is what building it means)."""
     from edge_caption.progress import reporter
     from .writer import check_destination, staging, write_manifest
 
@@ -55,11 +56,12 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
     target = Path(out) if out is not None else source.path
     # in place is the documented default for a bundle of one's own; --out keeps clear of the source
     sources = () if out is None else (source.path,)
+    may_replace = overwrite or out is None
     if out is None and _is_shipped(source.path):
         raise ExportError(f"building without a bundle would write engines into the installed default model "
                           f"({source.path}); pass a bundle of your own (edge-caption build MY.ecap) or --out DIR "
                           "for a copy of the default model with engines")
-    check_destination(target, overwrite=True, sources=sources)     # before minutes of engine building
+    check_destination(target, may_replace, sources=sources)     # before minutes of engine building
     trt = load_tensorrt()
     require_tensorrt_10(trt)
     device = Device(load_cudart(), config.device)
@@ -83,7 +85,7 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
             say(f"building the {key} engine ({config.precision}, batch {','.join(map(str, config.batch_sizes))}) "
                 f"with TensorRT {version} for sm_{cc}; this takes minutes")
             built[key], cache = build_engine(trt, graphs[key], shapes, cache, config.workspace_mb)
-        with staging(target, overwrite=True, sources=sources) as scratch:
+        with staging(target, may_replace, sources=sources) as scratch:
             for name in source.manifest.files:
                 (scratch / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source.file(name), scratch / name)

@@ -8,10 +8,12 @@ folder holding files we did not write. The "already exists" error suggests --ove
 overwriting is allowed, and otherwise says why it refuses.
 
 Every write goes to a scratch folder beside the destination and moves into place only when
-complete, so a failure (or a crash) part-way leaves the old folder as it was.
+complete, so a failure part-way leaves the old folder as it was; a crash between setting the old
+folder aside and moving the new one in is repaired by the next write to that destination.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -68,14 +70,15 @@ def check_destination(output: str | Path, overwrite: bool, *, kind: str = BUNDLE
 
 
 def foreign_files(folder: Path, kind: str) -> list[str] | None:
-    """The files in `folder` that are not our `kind`'s (all of them if it has no manifest / marker);
-    None for an empty folder."""
-    present = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
-    if not present and not any(folder.iterdir()):
+    """The files in `folder` that are not our `kind`'s (the first few entries if it has no manifest /
+    marker: enough to refuse without walking a home folder); None for an empty folder."""
+    first = list(itertools.islice(folder.iterdir(), 4))
+    if not first:
         return None
     listed = _listed_files(folder, kind)
     if listed is None:
-        return present or [p.name for p in folder.iterdir()]
+        return sorted(p.name for p in first)
+    present = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     return [name for name in present if name not in listed and name != _OURS[kind]]
 
 
@@ -100,9 +103,14 @@ def staging(output: str | Path, overwrite: bool, *, kind: str = BUNDLE, sources:
     """A scratch folder beside `output` that replaces it when the block succeeds (check_destination's
     rules, checked before the block runs and again before the move)."""
     sources = tuple(sources)
+    _restore_set_aside(Path(output).expanduser().resolve())
     target = check_destination(output, overwrite, kind=kind, sources=sources, flag=flag)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write {output}: {exc.strerror or exc}; choose an --out in a folder you can "
+                          "write to") from exc
     umask = os.umask(0)
     os.umask(umask)
     scratch.chmod(0o777 & ~umask)    # mkdtemp's 0700 would hide the bundle from other users
@@ -110,39 +118,55 @@ def staging(output: str | Path, overwrite: bool, *, kind: str = BUNDLE, sources:
         yield scratch
         if kind == TRAINING_RUN:
             _write_marker(scratch)
-        # the destination may have changed during a long export: check again before replacing it
-        check_destination(output, overwrite, kind=kind, sources=sources, flag=flag)
-        _move_into_place(scratch, target)
+        # the destination may have changed during a long export (a symlink re-pointed): check again,
+        # and move to where it resolves now
+        target = check_destination(output, overwrite, kind=kind, sources=sources, flag=flag)
+        _move_into_place(scratch, target, output)
     finally:
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _move_into_place(scratch: Path, target: Path) -> None:
-    """The old folder is set aside, not deleted, until the new one is in place."""
-    if not target.exists():
-        scratch.rename(target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
+def _move_into_place(scratch: Path, target: Path, given: str | Path) -> None:
+    """The old folder is set aside (`.NAME.old.*` beside it), not deleted, until the new one is in place;
+    a crash between the two renames is repaired by the next write (`_restore_set_aside`)."""
+    try:
+        if not target.exists():
+            scratch.rename(target)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        old.rmdir()
+        target.rename(old)
+    except OSError as exc:      # a read-only or busy folder (a bind mount): say where, and what to do
+        raise ExportError(f"cannot replace {given}: {exc.strerror or exc}; write to another --out") from exc
     try:
         scratch.rename(target)
-    except BaseException:
-        old.rename(target)
+    except BaseException as exc:
+        try:
+            old.rename(target)
+        except OSError:
+            raise ExportError(f"the new {target.name} could not be moved into place ({exc}), and the old one could "
+                              f"not be put back: it is at {old}; rename it to {target} by hand") from exc
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_set_aside(target: Path) -> None:
+    """Put back an old folder a crash left set aside (its new one never moved in)."""
+    if target.exists() or not target.parent.is_dir():
+        return
+    left = sorted(target.parent.glob(f".{target.name}.old.*"))
+    if left:
+        try:
+            left[-1].rename(target)
+        except OSError:
+            pass        # then the write goes on; the set-aside folder stays where the error above names it
 
 
 def _write_marker(folder: Path) -> None:
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     (folder / TRAINING_MARKER).write_text(json.dumps({"edge_caption": TRAINING_RUN, "files": files}, indent=1) + "\n",
                                           encoding="utf-8")
-
-
-def check_output(output: Path, overwrite: bool, *, sources: Iterable[str | Path] = ()) -> Path:
-    """check_destination for a bundle: refuse before any slow work starts."""
-    return check_destination(output, overwrite, kind=BUNDLE, sources=sources)
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> Manifest:

@@ -102,7 +102,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     config = BuildConfig(precision=args.precision, batch_sizes=batch, num_beams=args.num_beams,
                          max_new_tokens=args.max_new_tokens, calibration=args.calibration,
                          timing_cache=args.timing_cache, workspace_mb=args.workspace_mb, device=args.device)
-    print(build_engines(bundle_only(args) or default_bundle_path(), config, out=args.out, progress=not args.quiet))
+    print(build_engines(bundle_only(args) or default_bundle_path(), config, out=args.out, overwrite=args.overwrite,
+                        progress=not args.quiet))
     return 0
 
 
@@ -193,5 +194,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workspace-mb", type=int, help="TensorRT's workspace limit")
     p.add_argument("--device", type=int, default=0, help="the GPU to build for")
     p.add_argument("--out", help="write the bundle with engines here (default: in place)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_build)

@@ -144,6 +144,37 @@ def test_build_out_spares_other_files_and_its_source(tmp_path):
     assert snapshot(out) == {"keep.txt": b"mine"} and not (source / "inner.ecap").exists()
 
 
+def test_build_out_replaces_an_existing_bundle_only_with_overwrite(tmp_path, monkeypatch, capsys):
+    """`build fp32.ecap --out int8.ecap` must not quietly replace a bundle already at int8.ecap."""
+    from edge_caption.export.tensorrt import BuildConfig, build_engines
+
+    from ..trt_double import install
+
+    install(monkeypatch)
+    earlier = tmp_path / "earlier.ecap"
+    shutil.copytree(default_bundle_path(), earlier)
+    before = snapshot(earlier)
+    config = BuildConfig(batch_sizes=(1,), timing_cache=tmp_path / "c")
+    with pytest.raises(ExportError, match=r"already exists and holds a bundle.*--overwrite"):
+        build_engines(default_bundle_path(), config, out=earlier, progress=False)
+    assert snapshot(earlier) == before
+    assert main(["build", "--out", str(earlier), "--batch", "1", "--timing-cache", str(tmp_path / "c")]) == 2
+    assert "--overwrite" in capsys.readouterr().err and snapshot(earlier) == before
+    build_engines(default_bundle_path(), config, out=earlier, overwrite=True, progress=False)
+    assert Bundle.open(earlier).manifest.engines
+
+
+def test_a_crash_between_the_renames_is_repaired_by_the_next_write(tmp_path):
+    """The old bundle set aside (.NAME.old.*) with no new one in place: the next write puts it back
+    first, so a bundle is never left only under a hidden name."""
+    target = tmp_path / "m.ecap"
+    shutil.copytree(default_bundle_path(), tmp_path / ".m.ecap.old.abc123")
+    with pytest.raises(ExportError, match="already exists and holds a bundle"):
+        with staging(target, overwrite=False):
+            pass
+    assert (target / "manifest.json").is_file() and not list(tmp_path.glob(".m.ecap.old.*"))
+
+
 def test_train_refuses_a_foreign_folder(tmp_path):
     pytest.importorskip("torch")
     from edge_caption.export.train import train
