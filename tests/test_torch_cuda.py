@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from edge_caption import EdgeCaptioner  # noqa: E402
 from edge_caption.bundle import Bundle  # noqa: E402
 from edge_caption.decoding import decode  # noqa: E402
-from edge_caption.errors import BackendUnavailableError  # noqa: E402
+from edge_caption.errors import BackendUnavailableError, OptionError  # noqa: E402
 from edge_caption.export.testing import IMAGE  # noqa: E402
 from edge_caption.options import DecodeOptions  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
@@ -141,7 +141,7 @@ def test_fp16_programs_run_and_mostly_agree_on_the_cpu(exported):
     full = _tokens(TorchCudaBackend(b, device="cpu", dtype="float32"), b.manifest, pixels, opts)
     half = _tokens(TorchCudaBackend(b, device="cpu", dtype="float16"), b.manifest, pixels, opts)
     assert sum(f == h for f, h in zip(full, half)) >= len(full) // 2
-    with pytest.raises(Exception, match="bfloat16"):
+    with pytest.raises(OptionError, match="bfloat16"):
         TorchCudaBackend(b, device="cpu", dtype="bfloat16")
 
 
@@ -266,3 +266,76 @@ def test_gpu_benchmark_runs_end_to_end(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     table = json.loads(run.stdout[run.stdout.index("{"):])["ms per caption"]
     assert table["ours, torch-cuda"]["W1 b1 beam3"]["agreement"] == 1.0
+
+
+class _TableState:
+    """The host loop's DecoderState interface over a fixed table: logits = table[position, last token],
+    so the reference search and the device loop see the same model without exporting one."""
+
+    top_k = 0
+
+    def __init__(self, table: np.ndarray, images: int):
+        self.table, self.position, self.extras = table, 0, {}
+        self.images = np.arange(images)
+
+    @property
+    def active(self) -> int:
+        return len(self.images)
+
+    def step(self, input_ids):
+        for column in range(input_ids.shape[1]):
+            logits = self.table[self.position, input_ids[:, column]]
+            self.position += 1
+        return logits.astype(np.float32)
+
+    def reorder(self, rows):
+        pass
+
+    def keep(self, images):
+        self.images = self.images[images]
+
+
+def _table(seed: int, steps: int, vocab: int, eos: tuple[int, ...]) -> np.ndarray:
+    """Random logits whose EOS grows more likely with every position: searches stop early."""
+    table = np.random.default_rng(seed).standard_normal((steps, vocab, vocab)).astype(np.float32) * 2
+    for e in eos:
+        table[:, :, e] += np.linspace(-3, 6, steps, dtype=np.float32)[:, None]
+    return table
+
+
+SEARCH_GRID = [dict(num_beams=1), dict(num_beams=1, min_new_tokens=3, repetition_penalty=1.5),
+               dict(num_beams=3), dict(num_beams=3, early_stopping=True, length_penalty=0.5),
+               dict(num_beams=4, early_stopping="never", length_penalty=1.5, num_return_sequences=2),
+               dict(num_beams=2, no_repeat_ngram_size=2, repetition_penalty=1.2, min_new_tokens=2),
+               dict(num_beams=3, length_penalty=-0.5, min_new_tokens=4)]
+
+
+@pytest.mark.parametrize("grid", SEARCH_GRID)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_device_loop_stops_early_as_the_reference_does(grid, seed):
+    """The device loop against the numpy reference on a table model that makes EOS likely: same tokens,
+    same scores (to float32 rounding), and an early stop read at the end of a chunk before the last."""
+    from edge_caption.backends.torch_cuda.loop import CaptionLoop
+    from edge_caption.decoding import beam_search, greedy_search
+    from edge_caption.decoding.contract import SearchPlan
+
+    prompt, eos, vocab, images = (1, 2), (3, 4), 24, 3
+    opts = DecodeOptions(max_new_tokens=14).replace(**grid)
+    table = _table(seed, len(prompt) + opts.max_new_tokens, vocab, eos)
+    search = greedy_search if opts.num_beams == 1 else beam_search
+    want = search(_TableState(table, images), np.array(prompt), np.array(eos), opts)
+    table_t = torch.from_numpy(table)
+
+    def step(ids, position, beam_index, beam_scores, memory):
+        return (table_t.index_select(0, position)[0].index_select(0, ids[:, 0]),)
+
+    plan = SearchPlan(images, opts.num_beams, prompt, eos, opts)
+    loop = CaptionLoop(step, plan, [torch.zeros(images, 1)], [], torch.float32, graphs=False)
+    with _NoHostReads():
+        got = loop.run([torch.zeros(images, 1)])
+    assert [[h[0] for h in per] for per in got] == [[h[0] for h in per] for per in want], grid
+    for per_got, per_want in zip(got, want):
+        for g, w in zip(per_got, per_want):
+            assert g[1] == pytest.approx(w[1], rel=1e-5, abs=1e-5)
+    if max(len(h[0]) for per in got for h in per) < opts.max_new_tokens - 4:
+        assert loop.reads < loop.chunks, "the search finished early but the loop read every chunk"

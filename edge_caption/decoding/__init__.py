@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import OptionError
 from ..manifest import Manifest
 from ..options import DecodeOptions
 from .beam import beam_search
@@ -37,7 +38,10 @@ def decode(backend: StepBackend, manifest: Manifest, memory: dict[str, np.ndarra
     if isinstance(backend, DeviceLoopBackend):
         why = backend.device_loop_reason(options, trace)
         if why is not None:
-            raise ValueError(f"this backend decodes on its device only, and cannot here: {why}")
+            raise OptionError(f"this backend decodes on its device only, and cannot here: {why}; use "
+                              "backend='onnxruntime', or leave that option out")
+        if options.num_beams == 1:      # greedy ignores these: one plan (and one set of graphs) for all values
+            options = options.replace(length_penalty=1.0, early_stopping=False)
         plan = SearchPlan(int(images), options.num_beams, tuple(int(t) for t in prompt), tuple(int(t) for t in eos),
                           options)
         found = backend.decode_on_device(memory, plan)

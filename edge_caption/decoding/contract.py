@@ -89,15 +89,11 @@ class SearchPlan:
         """Decoder steps of a caption at most: the prompt, one token a step, then every new token but the last."""
         return len(self.prompt) + self.options.max_new_tokens - 1
 
-    def processes(self, g: int) -> bool:
-        """Whether a history-dependent processor applies when choosing the g-th new token."""
-        o = self.options
-        return o.repetition_penalty != 1.0 or o.no_repeat_ngram_size > 0 or g < o.min_new_tokens
-
     def first_possible_stop(self) -> int:
-        """The first new-token index after which the search may stop: no EOS before min_new_tokens,
-        and without a finished hypothesis the early-stop heuristic cannot fire."""
-        return max(1, self.options.min_new_tokens)
+        """How many new tokens are chosen before the search can first stop: EOS is banned while fewer
+        than min_new_tokens are out, and without a finished hypothesis the early-stop heuristic
+        cannot fire, so the earliest stop comes with token min_new_tokens + 1."""
+        return self.options.min_new_tokens + 1
 
     def shape(self, spec: StateTensor) -> tuple[int, ...]:
         sizes = {"B": self.images, "nb": self.beams, "L": self.max_len, "kk": self.keep_k, "1": 1}

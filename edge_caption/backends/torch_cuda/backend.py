@@ -55,6 +55,7 @@ class _Encoder:
     def __init__(self, images: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
         self.pixels = torch.zeros((images, *shape), dtype=dtype, device=device)
         self.staging = torch.empty((images, *shape), dtype=torch.float32, pin_memory=device.type == "cuda")
+        self.uploaded = torch.cuda.Event() if device.type == "cuda" else None    # staging may be written again
         self.graph: torch.cuda.CUDAGraph | None = None
         self.outputs: tuple[torch.Tensor, ...] = ()
         self.runs = 0
@@ -156,8 +157,12 @@ class TorchCudaBackend:
             if isinstance(pixel_values, torch.Tensor):
                 enc.pixels.copy_(pixel_values, non_blocking=True)
             else:
+                if enc.uploaded is not None:
+                    enc.uploaded.synchronize()      # the last upload from it is done (long since, after a caption)
                 enc.staging.numpy()[...] = pixel_values
                 enc.pixels.copy_(enc.staging, non_blocking=True)
+                if enc.uploaded is not None:
+                    enc.uploaded.record()
             if enc.graph is not None:
                 enc.graph.replay()
                 outputs = enc.outputs

@@ -7,9 +7,9 @@ caption costs one host read when it runs to the end, and a few when it may stop 
 
 With CUDA graphs, the first run of a plan is eager (it compiles and warms up); the second captures
 every chunk into a graph on fixed buffers (the search state, the first step's inputs, the memory the
-steps read) and replays them, and so does every run after. Each chunk's outputs (the next ids,
-beam index and caches) are the next chunk's inputs, kept at fixed addresses by holding them here;
-graphs of one plan share a memory pool and always replay in capture order, as torch requires.
+steps read) and replays them, and so does every run after. Each chunk ends by copying its outputs (the next ids, beam index
+and caches) into one fixed set, the next chunk's inputs; graphs of one plan share a memory pool and
+always replay in capture order, as torch requires.
 Without graphs (on a CPU, in the tests) the same chunk code runs eagerly.
 """
 from __future__ import annotations
@@ -43,7 +43,6 @@ class CaptionLoop:
         self.search = make_search(plan, device, compile)
         self.memory = list(memory)        # what the steps read; the graphs keep what they were captured with
         self.zeros = torch.zeros(rows, dtype=torch.float32, device=device)
-        self.first_ids = torch.full((rows, 1), plan.prompt[0], dtype=torch.int64, device=device)
         self.prompt_ids = [torch.full((rows, 1), t, dtype=torch.int64, device=device) for t in plan.prompt]
         self.arange = torch.arange(rows, dtype=torch.int64, device=device)
         # one tensor per position, not views of one: a compiled step copies inputs that are not 16-byte aligned
@@ -58,7 +57,7 @@ class CaptionLoop:
         self.host = torch.empty(self.search.arena.shape, dtype=torch.uint8, pin_memory=pinned)
         self.host_views = result_views(self.host, plan)
         self.ready = torch.cuda.Event(enable_timing=True) if pinned else None     # the result is on the host
-        self.carried: list[tuple] = []         # each chunk's outputs, held at fixed addresses
+        self.carry: tuple | None = None       # (ids, beam_index, caches) from one chunk to the next
         self.captured: list[torch.cuda.CUDAGraph] = []
         self.runs = 0
         self.reads = 0            # host reads of the last run
@@ -82,7 +81,7 @@ class CaptionLoop:
             except Exception as exc:      # torch raises many kinds; the eager chunks still decode right
                 log.warning("CUDA graph capture failed for %s (%s: %s); decoding without graphs",
                             self.plan, type(exc).__name__, str(exc)[:200])
-                self.graphs, self.captured, self.carried = False, [], []
+                self.graphs, self.captured = False, []
         self.runs += 1
         self.reads = 0
         for c in range(self.chunks):
@@ -101,9 +100,9 @@ class CaptionLoop:
         prompt_len = len(plan.prompt)
         if c == 0:
             self.search.reset()
-            ids, beam_index, caches = self.first_ids, self.arange, self.empty
+            ids, beam_index, caches = self.prompt_ids[0], self.arange, self.empty
         else:
-            ids, beam_index, caches = self.carried[c - 1]
+            ids, beam_index, caches = self.carry
         for s in range(self.bounds[c], self.bounds[c + 1]):
             logits, *caches = self.step(ids, self.positions[s], beam_index, self.zeros, *self.memory, *caches)
             if s < prompt_len - 1:                   # a prompt goes in one token a step
@@ -111,11 +110,14 @@ class CaptionLoop:
             else:
                 ids, beam_index = self.search.select(s - (prompt_len - 1), logits)
         self.search.pack()
-        carried = (ids, beam_index, caches)
-        if len(self.carried) > c:
-            self.carried[c] = carried
-        else:
-            self.carried.append(carried)
+        if c < self.chunks - 1:
+            # one fixed set carries every chunk's outputs to the next (a set per chunk would hold a
+            # cache per chunk): the chunk read it in its first step, so overwriting it now is safe
+            if self.carry is None:
+                self.carry = (ids.clone(), beam_index.clone(), [t.clone() for t in caches])
+            else:
+                for fixed, now in zip((self.carry[0], self.carry[1], *self.carry[2]), (ids, beam_index, *caches)):
+                    fixed.copy_(now)
 
     def _capture(self) -> None:
         pool = None
