@@ -134,7 +134,7 @@ def _engines_here(bundle: Path, say: Callable[[str], None]) -> None:
     try:
         build_engines(bundle, BuildConfig(), progress=say)
     except BackendUnavailableError as exc:
-        say(f"no TensorRT engines built here ({str(exc).split(';')[0]}); on the machine that will run the "
+        say(f"no TensorRT engines built here ({exc.reason}); on the machine that will run the "
             f"bundle: edge-caption build {bundle}")
 
 

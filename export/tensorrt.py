@@ -21,7 +21,7 @@ from edge_caption.backends.base import parse_version
 from edge_caption.backends.tensorrt import MIN_TENSORRT, load_tensorrt
 from edge_caption.bundle import Bundle, sha256_file
 from edge_caption.decoding.static import cache_length
-from edge_caption.errors import ExportError
+from edge_caption.errors import BackendUnavailableError, ExportError
 from edge_caption.manifest import MANIFEST_FILE, EngineSpec
 
 PRECISIONS = ("fp32", "fp16", "int8", "fp8")
@@ -108,11 +108,13 @@ def build_engines(bundle: str | Path, config: BuildConfig = BuildConfig(), *, ou
 
 def require_tensorrt_10(trt: Any) -> None:
     """Refuse TensorRT before 10: 8.6 (JetPack 6.0) has no strongly typed networks and no INT64 inputs,
-    both of which our engines need."""
+    both of which our engines need. A BackendUnavailableError, as for a missing TensorRT: the machine
+    cannot build, and export(targets=("tensorrt",)) says how to build elsewhere."""
     if parse_version(trt.__version__) < MIN_TENSORRT:
-        raise ExportError(f"TensorRT {trt.__version__} is too old to build these engines: they need TensorRT 10 or "
-                          "newer (strongly typed networks, INT64 inputs). On a Jetson, upgrade to JetPack 6.1 or "
-                          "newer (TensorRT 10.3); on a desktop, pip install tensorrt from NVIDIA's index")
+        why = f"TensorRT {trt.__version__} is too old to build these engines (they need TensorRT 10 or newer)"
+        raise BackendUnavailableError(f"{why}: strongly typed networks, INT64 inputs. On a Jetson, upgrade to JetPack "
+                                      "6.1 or newer (TensorRT 10.3); on a desktop, pip install tensorrt from "
+                                      "NVIDIA's index", reason=why)
 
 
 def _is_shipped(path: Path) -> bool:

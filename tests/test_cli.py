@@ -100,3 +100,20 @@ def test_no_parser_matches_prefixes_and_a_near_miss_is_answered(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "--data", "test", "--batch_size", "4"])
     assert "did you mean --batch-size?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["stream", "--source", "0", "--backoff", "a,b"], "--backoff: expected two numbers of seconds like 0.5,10"),
+    (["eval", "--data", "test", "--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
+    (["eval", "--data", "test", "--limit", "-3"], "--limit: expected an integer >= 1, got -3"),
+])
+def test_bad_numbers_are_refused_as_flags_are_parsed(argv, said, capsys):
+    """Exit 2 naming the flag and the expected form, not a traceback after the model has loaded."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_predictions_file_in_a_missing_folder_is_refused_before_the_evaluation(capsys):
+    assert main(["eval", "--data", "test", "--predictions", "/no/such/folder/p.json"]) == 2
+    assert "its folder does not exist" in capsys.readouterr().err

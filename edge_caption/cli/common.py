@@ -49,6 +49,28 @@ class Parser(argparse.ArgumentParser):
         return sorted(set(flags))
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, refused at parse time (exit 2) rather than after loading a model."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def seconds_pair(text: str) -> tuple[float, float]:
+    """An argparse type: "FIRST,LONGEST" seconds, e.g. 0.5,10."""
+    try:
+        first, longest = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers of seconds like 0.5,10, got {text!r}") from None
+    if not 0 <= first <= longest:
+        raise argparse.ArgumentTypeError(f"expected 0 <= first <= longest, got {text!r}")
+    return first, longest
+
+
 def flag(name: str) -> tuple[str, ...]:
     """`--num-beams`, and Hugging Face's `--num_beams` where the name has a dash."""
     dashed = f"--{name.replace('_', '-')}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EdgeCaptionError
-from .common import SAMPLE, bundle_only, flag
+from .common import SAMPLE, bundle_only, flag, positive_int
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -167,7 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--family", required=True, help="show-tell | show-attend-tell | cnn-transformer")
     p.add_argument("--out", required=True, help="directory for weights, config and the training log")
     p.add_argument("--steps", type=int, help="batches to train on (default 2000)")
-    p.add_argument("--batch-size", type=int, help="default 64")
+    p.add_argument("--batch-size", type=positive_int, help="default 64")
     p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 RNNs, 1e-3 transformer)")
     p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     p.add_argument("--eval-every", type=int, help="validate every N steps (default 500)")

@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import bundle_only, decoding, decoding_flags
+from ..errors import OptionError
+from .common import bundle_only, decoding, decoding_flags, positive_int
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -13,6 +14,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
 
     bundle = bundle_only(args)
+    if args.predictions and not Path(args.predictions).expanduser().parent.is_dir():
+        raise OptionError(f"--predictions {args.predictions}: its folder does not exist; create it or choose "
+                          "another path (checked before the evaluation runs)")
     meteor = {"auto": None, "yes": True, "no": False}[args.meteor]
     with EdgeCaptioner(bundle, backend=args.backend) as captioner:
         result = evaluate(captioner, args.data, limit=args.limit, batch_size=args.batch_size, meteor=meteor,
@@ -51,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", help="the bundle")
     p.add_argument("--data", required=True,
                    help="a generated split (test, val, train; SPLIT@SEED for another seed) or a directory with captions.json")
-    p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=positive_int, help="only the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--meteor", choices=("auto", "yes", "no"), default="auto",
                    help="METEOR needs Java and pycocoevalcap; auto: when both are present")
     p.add_argument("--predictions", help="write every caption with its references to this JSON file")

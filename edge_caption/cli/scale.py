@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import bundle_and_rest, bundle_only, decoding, decoding_flags
+from .common import bundle_and_rest, bundle_only, decoding, decoding_flags, positive_int
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=1.0, help="video frames captioned per second of video (0: all)")
     p.add_argument("--ray-address", help="a Ray cluster to run on (auto: the one this machine belongs to); "
                                          "default: a local Ray for this command")
-    p.add_argument("--batch-size", type=int, default=16, help="frames per caption_batch call")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="frames per caption_batch call")
     p.add_argument("--concurrency", type=int, help="captioning actors (default: Ray decides)")
     p.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor")
     p.add_argument("--json", action="store_true", help="the summary as JSON")

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from .common import bundle_only, decoding, decoding_flags
+from .common import bundle_only, decoding, decoding_flags, seconds_pair
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     options = {"every_n": args.every_n, "max_rate": args.max_rate, "gate": args.gate, "emit": args.emit,
                "reconnect": not args.no_reconnect, "max_retries": args.max_retries}
     if args.backoff:
-        options["backoff"] = tuple(float(x) for x in args.backoff.split(","))
+        options["backoff"] = args.backoff
     with EdgeCaptioner(bundle, backend=args.backend, **decoding(args)) as captioner:
         attend = bool(args.show or args.out) and captioner.manifest.attention_grid is not None
         sink = EventSink(json_lines=args.json, show=args.show, out=args.out, sources=args.source)
@@ -96,7 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--emit", choices=("always", "changed"), default="always")
     p.add_argument("--no-reconnect", action="store_true", help="end a source that fails instead of reopening it")
     p.add_argument("--max-retries", type=int, help="reopen attempts per outage (default: forever)")
-    p.add_argument("--backoff", help="first,longest wait between reopen attempts in seconds (default 0.5,10)")
+    p.add_argument("--backoff", type=seconds_pair,
+                   help="first,longest wait between reopen attempts in seconds (default 0.5,10)")
     p.add_argument("--max-events", type=int, help="stop after this many captions")
     p.add_argument("--show", action="store_true", help="show annotated frames in a window (q quits)")
     p.add_argument("--out", help="write every frame read, with the latest caption drawn on it, to this video at the "

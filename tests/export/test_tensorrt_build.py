@@ -14,7 +14,7 @@ import pytest
 from edge_caption.bundle import Bundle, sha256_file
 from edge_caption.captioner import default_bundle_path
 from edge_caption.cli import main
-from edge_caption.errors import ExportError
+from edge_caption.errors import BackendUnavailableError, ExportError
 from edge_caption.export.tensorrt import BuildConfig, build_engines
 from edge_caption.evaluation.scenes import write_split
 
@@ -148,7 +148,7 @@ def test_tensorrt_8_6_is_refused_up_front(monkeypatch, tmp_path):
     """JetPack 6.0's TensorRT 8.6 has no STRONGLY_TYPED flag (nor INT64 I/O): say which JetPack is
     needed rather than die on an AttributeError half-way."""
     install(monkeypatch, version="8.6.2")
-    with pytest.raises(ExportError, match=r"TensorRT 8\.6\.2 is too old.*JetPack 6\.1 or newer \(TensorRT 10\.3\)"):
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT 8\.6\.2 is too old.*JetPack 6\.1 or newer \(TensorRT 10\.3\)"):
         build_engines(default_bundle_path(), BuildConfig(batch_sizes=(1,), timing_cache=tmp_path / "c"),
                       out=tmp_path / "old.ecap", progress=False)
     assert not (tmp_path / "old.ecap").exists()
