@@ -145,15 +145,15 @@ def ours_torch_with(spec: dict, record: Record, **backend_options: Any) -> None:
     """Ours with TorchCudaBackend options the public API does not expose (compile=False, Inductor
     options), inside an EdgeCaptioner: for comparing variants on one GPU in one run."""
     torch, device, _ = _torch(spec)
-    if device.type != "cuda":
-        raise Skip("a GPU-only variant (the CPU run's ours row has no compiler either)")
     from edge_caption import EdgeCaptioner
     from edge_caption.backends.torch_cuda import TorchCudaBackend
 
     _need_bundle(spec)
     cap = EdgeCaptioner(spec["bundle"], backend="onnxruntime")
     cap._backend.close()
-    cap._backend = TorchCudaBackend(cap.bundle, device=0, dtype=spec["dtype"], **backend_options)
+    # on a CPU run the programs run on the CPU (uncompiled there anyway): the row proves the wiring
+    where = dict(device=0, dtype=spec["dtype"]) if device.type == "cuda" else dict(device="cpu", dtype="float32")
+    cap._backend = TorchCudaBackend(cap.bundle, **where, **backend_options)
     record.save("via", f"TorchCudaBackend(bundle, {backend_options}) inside EdgeCaptioner")
     record.save("describe", cap._backend.describe)
     _ours(spec, record, cap, torch, device)
