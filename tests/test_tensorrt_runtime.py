@@ -13,20 +13,8 @@ from edge_caption import EdgeCaptioner
 from edge_caption.errors import BackendUnavailableError
 from edge_caption.evaluation.scenes import split_samples
 
-from .test_tensorrt_backend import build
+from .test_tensorrt_backend import build, shipped, trt  # noqa: F401  (the double and the shipped model's engines)
 from .trt_double import install
-
-
-@pytest.fixture
-def trt(monkeypatch):
-    return install(monkeypatch)
-
-
-@pytest.fixture
-def shipped(trt, tmp_path):
-    from edge_caption.captioner import default_bundle_path
-
-    return build(default_bundle_path(), tmp_path)
 
 
 @pytest.fixture(scope="module")
