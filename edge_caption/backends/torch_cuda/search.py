@@ -7,16 +7,18 @@ the same device the same float operations run in the same order: log-softmax, th
 the beam scores, one top-k over beams x vocabulary, the finished hypotheses with the length
 penalty, the early-stop heuristic. Nothing here reads a tensor's value on the host: every
 decision is a tensor, so a whole caption can be captured into CUDA graphs and replayed, and the
-host reads once, at the end (or once per chunk of steps, `done()`).
+host reads the state once per chunk of steps (loop.py), through `pack()`'s one arena.
 
-Two differences from `generate()`, neither visible in the result: images are never dropped from
-the batch (shapes stay fixed for the graphs; generate() keeps them too), and the search state is
-the declared one of `decoding/contract.py`, so the TensorRT backend can run the same loop.
+Images are never dropped from the batch (shapes stay fixed for the graphs; generate() keeps
+computing them too, and a stopped image's hypotheses no longer change), and the state is the one
+`decoding/contract.py` declares.
 
 Per step the caller gives `select(g, logits)` the step's float32 logits [rows, V] for the g-th new
 token (g counts from 0); it returns the next step's input ids [rows, 1] and the row each new row
-continues (the cache reorder, fed to the next step as `beam_index`). `g` and everything derived
-from it are Python numbers: a step is captured once per position, as generate() runs it.
+continues (the cache reorder, fed to the next step as `beam_index`). What depends on g (the column
+written, the length penalty's divisor, whether EOS is banned) comes in a `Step`; the rest is one
+`_core`, compiled once per plan on a GPU. The history-dependent processors (repetition penalty,
+n-gram blocking) slice the history to the step's length and so run before the core, uncompiled.
 """
 from __future__ import annotations
 
@@ -164,9 +166,9 @@ class _Search:
         """Choose the g-th new token(s) from the step's float32 logits [rows, V]: (the next step's
         input ids [rows, 1], the row of this step each continues)."""
         step = self.steps[g]
-        x = self._before_core(logits) if self.history_processors else logits
+        x = logits
         if self.history_processors:
-            x = process_history(x, self._history()[:, : step.cur_len], self.plan)
+            x = process_history(self._before_core(logits), self._history()[:, : step.cur_len], self.plan)
         return self.core(x, step.column, step.last, step.length, step.ban_eos, step.length_scale, step.best_scale)
 
 
