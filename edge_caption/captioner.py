@@ -11,6 +11,7 @@ from .backends import create_backend
 from .backends.base import DevicePreprocessing
 from .bundle import Bundle
 from .decoding import decode
+from .decoding.contract import DeviceLoopBackend
 from .errors import BundleError, BundleNotFoundError, EdgeCaptionError, FrameError
 from .options import DecodeOptions, check_names
 from .preprocess import preprocess, to_rgb_uint8
@@ -92,7 +93,8 @@ class EdgeCaptioner:
         frames = list(frames)
         if not frames:
             raise FrameError("caption_batch() got no frames; pass a non-empty list of frames")
-        if isinstance(self._backend, DevicePreprocessing) and all(_plain(f) for f in frames) and color in ("bgr", "rgb"):
+        on_device = isinstance(self._backend, DevicePreprocessing)
+        if on_device and color in ("bgr", "rgb") and all(_plain(f) for f in frames):
             # OpenCV frames go to the device as they are: uint8 travels, the device resizes and swaps
             pixels = self._backend.preprocess_frames(frames, color)
             return self._run(pixels, options, start, time.perf_counter(), return_attention)
@@ -102,10 +104,8 @@ class EdgeCaptioner:
                 rgb.append(to_rgb_uint8(frame, color=color))
             except FrameError as exc:
                 raise type(exc)(f"frame {i}: {exc}") if len(frames) > 1 else exc
-        if isinstance(self._backend, DevicePreprocessing):
-            pixels = self._backend.preprocess_frames(rgb, "rgb")
-        else:
-            pixels = preprocess(rgb, self.manifest.preprocess)
+        pixels = (self._backend.preprocess_frames(rgb, "rgb") if on_device
+                  else preprocess(rgb, self.manifest.preprocess))
         return self._run(pixels, options, start, time.perf_counter(), return_attention)
 
     def caption_pixels(self, pixel_values: np.ndarray, **decoding: Any) -> list[Caption]:
@@ -153,7 +153,7 @@ class EdgeCaptioner:
         self._proven = True
         decoded = time.perf_counter()
         # a GPU backend's encode returns before the GPU is done: its own events say where the time went
-        device_timings = self._backend.timings() if hasattr(self._backend, "timings") else None
+        device_timings = self._backend.timings() if isinstance(self._backend, DeviceLoopBackend) else None
         timings = {
             "preprocess": (preprocessed - start) * 1e3,
             "encode": (encoded - preprocessed) * 1e3,

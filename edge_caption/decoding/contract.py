@@ -154,3 +154,7 @@ class DeviceLoopBackend(Protocol):
                          ) -> list[list[tuple[tuple[int, ...], float, None]]]:
         """Per image, `num_return_sequences` (token ids after the prompt, score, None), best first:
         what decoding.beam_search / greedy_search return for the same plan."""
+
+    def timings(self) -> dict[str, float] | None:
+        """Where the last batch's device time went, in ms (encode, decode, and preprocess where it ran
+        on the device), measured on the device; None where the device has no clock to read."""

@@ -38,8 +38,6 @@ MAX_LOOPS = 8           # decoding plans kept with their graphs and caches
 MAX_ENCODERS = 4        # image counts kept with their encoder graphs
 
 
-
-
 def _logits_and_caches(program):
     """The static step without its own top-k outputs, which the device search does not read: compiled,
     the log-softmax and top-k behind them are dead code and go."""
@@ -107,7 +105,8 @@ class TorchCudaBackend:
         # CUDA events: where a caption's device time goes, read with the result (no extra sync)
         self._events = {name: torch.cuda.Event(enable_timing=True) for name in ("start", "encode", "encoded")} \
             if cuda else None
-        self._preprocessed = False
+        self._preprocessed = False     # preprocess_frames ran for the batch encode() takes next
+        self._timed_preprocess = False  # ... and for the batch timings() describes
         self._preprocessor = None
         self.last_loop: CaptionLoop | None = None
         gpu = torch.cuda.get_device_name(self.device) if cuda else "CPU"
@@ -154,6 +153,7 @@ class TorchCudaBackend:
                 if not self._preprocessed:
                     self._events["start"].record()
                 self._events["encode"].record()
+            self._timed_preprocess, self._preprocessed = self._preprocessed, False
             if isinstance(pixel_values, torch.Tensor):
                 enc.pixels.copy_(pixel_values, non_blocking=True)
             else:
@@ -225,10 +225,10 @@ class TorchCudaBackend:
         (up to the result's arrival on the host), from CUDA events; None on a CPU."""
         if self._events is None or self.last_loop is None:
             return None
-        e, preprocessed, self._preprocessed = self._events, self._preprocessed, False
+        e = self._events
         found = {"encode": e["encode"].elapsed_time(e["encoded"]),
                  "decode": e["encoded"].elapsed_time(self.last_loop.ready)}     # complete: the result was read
-        if preprocessed:
+        if self._timed_preprocess:
             found["preprocess"] = e["start"].elapsed_time(e["encode"])
         return found
 
