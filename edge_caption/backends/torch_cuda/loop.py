@@ -37,7 +37,6 @@ class CaptionLoop:
         `compile`: None, or the Inductor options the search core is compiled with."""
         self.step, self.plan, self.graphs = step, plan, graphs
         device = memory[0].device
-        self.device = device
         rows = plan.images * plan.beams
         prompt_len = len(plan.prompt)
         self.search = make_search(plan, device, compile)
