@@ -35,6 +35,8 @@ INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 SPLITS = {"train": (1, 30000), "val": (2, 500), "test": (3, 1000)}   # split -> (stream, default size)
 IMAGE_SIZE = 96
 SPECIALS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
+# What a view with nothing the grammar can name is called: a model must say so rather than invent an object
+EMPTY_CAPTION = "an empty scene"
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def vocabulary() -> list[str]:
     """Every word the grammar can produce, after the special tokens; ids are positions in this list."""
     words = {"a", "an", "there", "is", "are", "group", "of", "the", "image", "in", "on", "at", "corner", "to"}
     words |= set(SHAPES) | set(PLURALS.values()) | set(COLORS) | set(SIZES) | set(SIZE_SYNONYMS.values())
-    words |= set(NUMBERS.values())
+    words |= set(NUMBERS.values()) | set(EMPTY_CAPTION.split())
     for region in REGIONS:
         words |= set(region.split())
     for phrases in RELATIONS.values():
