@@ -11,9 +11,10 @@ from .common import bundle_only, decoding, decoding_flags, positive_int
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..captioner import EdgeCaptioner
-    from ..evaluation import evaluate
+    from ..evaluation import count, evaluate
 
     bundle = bundle_only(args)
+    count(args.data, limit=args.limit)        # a bad --data (or a missing extra) is said before the model loads
     if args.predictions and not Path(args.predictions).expanduser().parent.is_dir():
         raise OptionError(f"--predictions {args.predictions}: its folder does not exist; create it or choose "
                           "another path (checked before the evaluation runs)")

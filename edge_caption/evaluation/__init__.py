@@ -90,10 +90,15 @@ def samples(data: str | Path, *, limit: int | None = None) -> Iterator[tuple[str
 
 
 def count(data: str | Path, *, limit: int | None = None) -> int:
-    """How many images `samples(data, limit=limit)` yields, without drawing or reading them."""
+    """How many images `samples(data, limit=limit)` yields, without drawing or reading them; an unusable
+    `data` (no such split or directory, a bad seed, the [eval] extra missing) raises here, before any work."""
     split = _split(data)
     if split is None:
         return sum(1 for _ in load(data, limit=limit))
+    if split[0] in EXTRA_SPLITS:
+        from . import foreign_draw
+
+        foreign_draw.require()
     default = _maker(split[0]).SPLITS[split[0]][1]
     return default if limit is None else limit
 
