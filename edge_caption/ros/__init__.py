@@ -9,6 +9,9 @@ from __future__ import annotations
 from ..errors import missing_extra
 
 
+_PACKAGES = {"mcap_ros2": "mcap-ros2-support"}        # import name -> the name pip installs
+
+
 def require(module: str = "rosbags"):
     """Import one of the [ros] extra's libraries, or say how to install it."""
     import importlib
@@ -16,4 +19,5 @@ def require(module: str = "rosbags"):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise missing_extra(module.split(".")[0].replace("_", "-"), "ros") from None
+        top = module.split(".")[0]
+        raise missing_extra(_PACKAGES.get(top, top), "ros") from None
