@@ -71,6 +71,7 @@ class Bag:
             raise
         self._connections = [c for c in self._reader.connections if c.topic in self.topics]
         self.start_ns = self._reader.start_time if self._reader.message_count else 0
+        self.duration_ns = self._reader.duration if self._reader.message_count else 0
         self.message_count = sum(c.msgcount for c in self._connections)
 
     def _choose(self, wanted: list[str]) -> dict[str, str]:

@@ -74,9 +74,9 @@ def caption_bags(bags: Sequence[str | Path], out: str | Path, bundle: str | Path
     captions_out = None
     writer = None
     try:
+        captions_out = CaptionMcap(bag_out) if bag_out is not None else None
         captioner = EdgeCaptioner(bundle, backend=backend, **decoding)
         model = f"{captioner.manifest.name}@{captioner.manifest.version}"
-        captions_out = CaptionMcap(bag_out) if bag_out is not None else None
         out.mkdir(parents=True, exist_ok=True)
         columns: dict[str, list] = {name: [] for name in schema().names}
         writer = pq.ParquetWriter(str(out / "captions-00000.parquet"), schema())

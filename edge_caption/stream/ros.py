@@ -67,7 +67,7 @@ class RosbagSource(Source):
             self._bag = open_bag(self.path, self.topics)
         except FileNotFoundError as exc:
             raise SourceError(f"{self.uri!r}: {exc}") from None
-        seconds = (self._bag._reader.duration / 1e9) if self._bag.message_count > 1 else 0.0
+        seconds = self._bag.duration_ns / 1e9 if self._bag.message_count > 1 else 0.0
         self.fps = (self._bag.message_count - 1) / seconds if seconds > 0 else None
         self._frames = self._bag.frames(None)
         self._first_ns = None

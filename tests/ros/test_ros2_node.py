@@ -61,3 +61,19 @@ def test_messages_in_captions_and_annotated_images_out():
     assert len(drawn) == len(said)
     frame = image_to_frame(type("Image", (), drawn[0])())
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+
+
+def test_nothing_ros_loads_on_import_and_a_missing_library_says_how_to_install_it():
+    import subprocess
+
+    code = ("import sys, edge_caption, edge_caption.ros, edge_caption.ros.bag, edge_caption.ros.batch, "
+            "edge_caption.ros.mcap_out, edge_caption.ros2, edge_caption.stream.ros, edge_caption.cli; "
+            "loaded = [m for m in sys.modules if m.startswith(('rosbags', 'mcap', 'pyarrow', 'rclpy', 'torch'))]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from edge_caption.errors import BackendUnavailableError
+    from edge_caption.ros import require
+
+    with pytest.raises(BackendUnavailableError, match=r"mcap-ros2-support is not installed; install it with: "
+                                                      r"pip install 'edge-caption\[ros\]'"):
+        require("mcap_ros2.no_such_module")
