@@ -70,7 +70,7 @@ def caption_bags(bags: Sequence[str | Path], out: str | Path, bundle: str | Path
     out = Path(out)
     opened = [open_bag(path, topics) for path in bags]      # every bag and topic checked before any work
     start = time.perf_counter()
-    counts = {"rows": 0, "errors": 0, "captions": 0}
+    counts = {"rows": 0, "errors": 0, "captions": 0, "flushed": 0}
     captions_out = None
     writer = None
     try:
@@ -83,7 +83,10 @@ def caption_bags(bags: Sequence[str | Path], out: str | Path, bundle: str | Path
         bar = Progress(sum(b.message_count for b in opened), "captioning bag messages", enabled=progress)
 
         def flush(force: bool = False) -> None:
-            if columns["path"] and (force or len(columns["path"]) >= ROW_GROUP):
+            # The first batch's rows are written at once: an output that cannot be written fails now, not after
+            # a thousand frames, and the writer's one-time buffers are allocated at the start, not mid-run.
+            if columns["path"] and (force or len(columns["path"]) >= ROW_GROUP or not counts["flushed"]):
+                counts["flushed"] = 1
                 writer.write_table(pa.table(columns, schema=schema()))
                 for values in columns.values():
                     values.clear()
@@ -125,4 +128,5 @@ def caption_bags(bags: Sequence[str | Path], out: str | Path, bundle: str | Path
             writer.close()
         if captions_out is not None:
             captions_out.abort()
+    counts.pop("flushed")
     return {**counts, "seconds": time.perf_counter() - start}

@@ -86,4 +86,7 @@ def test_a_long_bag_is_captioned_in_bounded_memory(tmp_path):
           f"{total:.1f} s with start-up); USS max over the first 10% {first / 2**20:.1f} MiB, over the last 10% "
           f"{last / 2**20:.1f} MiB: {growth:+.2%}; peak {max(m for _, m in samples) / 2**20:.1f} MiB, "
           f"{len(samples)} samples")
+    deciles = [max((m for t, m in samples if k * total / 10 <= t <= (k + 1) * total / 10), default=0) / 2**20
+               for k in range(10)]
+    print("USS max per tenth of the run (MiB): " + " ".join(f"{d:.1f}" for d in deciles))
     assert growth < 0.05, f"memory grew {growth:.1%} from the first to the last 10% of the run"
