@@ -174,8 +174,8 @@ class EdgeCaptioner:
         """Caption a live source (or several) -> `CaptionStream`, an iterator of `CaptionEvent`s.
 
         `source`: a camera index, "csi://N", "rtsp://...", "http(s)://...", a video file, a GStreamer
-        pipeline ending in appsink, or an iterable of frames; a list of sources is several, batched
-        together. Options: every_n, max_rate, gate, emit, reconnect, max_retries, backoff,
+        pipeline ending in appsink, a ROS bag "rosbag:///path/drive.mcap?topic=/cam/image_raw[&rate=1]"
+        (extra [ros]), or an iterable of frames; a list of sources is several, batched together. Options: every_n, max_rate, gate, emit, reconnect, max_retries, backoff,
         return_attention (see `edge_caption.stream.StreamOptions`)."""
         from .errors import OptionError
         from .stream import CaptionStream, StreamOptions, split_sources

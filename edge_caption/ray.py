@@ -97,7 +97,7 @@ class CaptionActor:
         errors = list(batch["error"]) if "error" in batch else [None] * n
         frames, where = [], []
         for i, row in enumerate(batch.to_dict("records")):
-            if errors[i] is not None and errors[i] == errors[i]:      # NaN: pandas' missing value
+            if isinstance(errors[i], str):      # not None, NaN or pd.NA (pandas 3): pandas' missing values
                 continue
             errors[i] = None
             try:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import OptionError
 from .common import bundle_and_rest, bundle_only, decoding, decoding_flags, positive_int
 
 
@@ -42,6 +43,7 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from ..ray import _ray, caption_images
+    from ..ros.bag import is_bag
 
     bundle, inputs = bundle_and_rest(args, args.inputs)
     if not inputs:
@@ -49,6 +51,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if "://" not in args.out and out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new --out directory (Parquet files would mix runs)")
+    bags = [item for item in inputs if is_bag(item)]
+    if bags and len(bags) != len(inputs):
+        raise OptionError("ROS bags and images/videos cannot be captioned in one run (their rows differ); "
+                          f"run batch once for the bags ({', '.join(bags)}) and once for the rest")
+    if (args.topic or args.bag_out) and not bags:
+        raise OptionError("--topic and --bag-out are for ROS bags (.bag, .mcap, .db3 or a ROS 2 bag directory)")
+    if bags:
+        return _batch_bags(args, bundle, bags)
     ray = _ray()
     # "local": a fresh Ray on this machine, even where a cluster is running; "auto" joins that one.
     ray.init(address=args.ray_address or "local", include_dashboard=False if not args.ray_address else None,
@@ -70,6 +80,33 @@ def cmd_batch(args: argparse.Namespace) -> int:
     print(json.dumps(report) if args.json else
           f"wrote {rows} captions ({errors} rows with an error) to {args.out} in {seconds:.1f} s "
           f"({rows / seconds:.1f}/s)", file=sys.stdout)
+    return 0
+
+
+def _batch_bags(args: argparse.Namespace, bundle, bags: list[str]) -> int:
+    """Bags: in this process, streaming, unless a Ray cluster (or `--ray-address local`) is asked for."""
+    if args.ray_address:
+        from ..ros.ray import caption_bags_with_ray
+
+        report = caption_bags_with_ray(bags, args.out, bundle, topics=args.topic or (), fps=args.fps or None,
+                                       batch_size=args.batch_size, concurrency=args.concurrency,
+                                       num_gpus=args.num_gpus, bag_out=args.bag_out, address=args.ray_address,
+                                       **decoding(args))
+    else:
+        from ..ros.batch import caption_bags
+
+        report = caption_bags(bags, args.out, bundle, topics=args.topic or (), fps=args.fps or None,
+                              batch_size=args.batch_size, bag_out=args.bag_out, **decoding(args))
+    rows, errors, seconds = report["rows"], report["errors"], report["seconds"]
+    summary = {"out": args.out, "rows": rows, "errors": errors, "seconds": round(seconds, 2),
+               "rows_per_s": round(rows / max(seconds, 1e-9), 2)}
+    if args.bag_out:
+        summary["bag_out"] = str(args.bag_out)
+        summary["captions"] = report["captions"]
+    print(json.dumps(summary) if args.json else
+          f"wrote {rows} captions ({errors} rows with an error) to {args.out} in {seconds:.1f} s "
+          f"({rows / max(seconds, 1e-9):.1f}/s)" + (f"; {report['captions']} captions to {args.bag_out}"
+                                                    if args.bag_out else ""), file=sys.stdout)
     return 0
 
 
@@ -101,13 +138,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     _repository_flags(p)
     p.set_defaults(func=cmd_export_triton)
 
-    p = sub.add_parser("batch", help="caption images and videos offline with Ray Data, to Parquet")
-    p.add_argument("inputs", nargs="+", metavar="[BUNDLE] INPUT", help="images, videos, globs or directories")
+    p = sub.add_parser("batch", help="caption images and videos offline with Ray Data, or ROS bags, to Parquet")
+    p.add_argument("inputs", nargs="+", metavar="[BUNDLE] INPUT",
+                   help="images, videos, globs or directories; or ROS bags (.bag, .mcap, .db3, ROS 2 bag directories)")
     p.add_argument("-m", "--model", help="the bundle")
     p.add_argument("--out", required=True, help="directory (or s3://... on a cluster) for the Parquet files")
-    p.add_argument("--fps", type=float, default=1.0, help="video frames captioned per second of video (0: all)")
+    p.add_argument("--fps", type=float, default=1.0, help="video frames captioned per second of video, bag "
+                                                          "messages per second of message time and topic (0: all)")
     p.add_argument("--ray-address", help="a Ray cluster to run on (auto: the one this machine belongs to); "
-                                         "default: a local Ray for this command")
+                                         "default: a local Ray for this command (bags: this process, no Ray; "
+                                         "'local' for a local Ray)")
+    p.add_argument("--topic", action="append", help="bags: an image topic to caption (sensor_msgs/Image or "
+                                                    "CompressedImage); repeat for several (default: all of them)")
+    p.add_argument("--bag-out", help="bags: also write the captions to this MCAP file, a std_msgs/String topic "
+                                     "TOPIC/caption per camera topic at the images' header stamps")
     p.add_argument("--batch-size", type=positive_int, default=16, help="frames per caption_batch call")
     p.add_argument("--concurrency", type=int, help="captioning actors (default: Ray decides)")
     p.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor")

@@ -1,4 +1,4 @@
-"""`edge-caption stream`: caption cameras, video files, RTSP/HTTP, Jetson CSI or GStreamer live."""
+"""`edge-caption stream`: caption cameras, video files, RTSP/HTTP, Jetson CSI, GStreamer or ROS bags live."""
 from __future__ import annotations
 
 import argparse
@@ -88,8 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="BUNDLE")
     p.add_argument("-m", "--model", help="the bundle")
     p.add_argument("--source", action="append", required=True,
-                   help="camera index, video file, rtsp:// or http(s):// URL, csi://N, or a GStreamer pipeline "
-                        "ending in appsink; repeat for several sources (batched together)")
+                   help="camera index, video file, rtsp:// or http(s):// URL, csi://N, a GStreamer pipeline "
+                        "ending in appsink, or a ROS bag rosbag:///path/drive.mcap?topic=/cam/image_raw[&rate=1]; "
+                        "repeat for several sources (batched together)")
     p.add_argument("--every-n", type=int, default=1, help="caption only every Nth frame")
     p.add_argument("--max-rate", type=float, help="at most this many captions per second per source")
     p.add_argument("--gate", type=float, help="skip frames that changed less than this (0..1) since the last caption")

@@ -91,7 +91,7 @@ class _Feed:
         self.source, self.options, self.wake, self.stop = source, options, wake, stop
         self.opened = opened
         self.counts = _Counts()
-        self.latest: tuple[np.ndarray, int, float] | None = None
+        self.latest: tuple[np.ndarray, int, float, float] | None = None   # frame, index, read at, timestamp
         self.finished = False
         self.error: SourceError | None = None
         self.next_allowed = 0.0
@@ -116,6 +116,7 @@ class _Feed:
                         return
                     continue
                 now = time.time()
+                stamp = self.source.stamp if self.source.stamp is not None else now
                 if frame is not None and self.options.on_frame is not None:
                     self.options.on_frame(self.source.uri, index, frame, self.source.fps)
                 with self.wake:
@@ -125,9 +126,11 @@ class _Feed:
                     elif index % self.options.every_n:
                         self._drop()
                     else:
+                        while self.source.backpressure and self.latest is not None and not self.stop.is_set():
+                            self.wake.wait(timeout=0.1)     # a recording waits for inference to take it
                         if self.latest is not None:
                             self._drop()                # the newer frame wins
-                        self.latest = (frame, index, now)
+                        self.latest = (frame, index, now, stamp)
                         self.wake.notify_all()
                 index += 1
         except Exception as exc:  # a source that raises something else: end it, say why
@@ -177,10 +180,11 @@ class _Feed:
         return False
 
     # ---- consumer side (called with `wake` held) ------------------------------------------
-    def take(self, now: float) -> tuple[np.ndarray, int, float] | None:
+    def take(self, now: float) -> tuple[np.ndarray, int, float, float] | None:
         if self.latest is None or now < self.next_allowed:
             return None
         item, self.latest = self.latest, None
+        self.wake.notify_all()          # a source under back-pressure waits for the mailbox to empty
         return item
 
     @property
@@ -242,7 +246,7 @@ class CaptionStream:
                 self._caption(batch)
         return self._pending.pop(0)
 
-    def _collect(self) -> list[tuple[_Feed, np.ndarray, int, float]] | None:
+    def _collect(self) -> list[tuple[_Feed, np.ndarray, int, float, float]] | None:
         """The frames to caption now ([] after a timeout), or None when every source has ended."""
         with self._wake:
             while True:
@@ -278,8 +282,8 @@ class CaptionStream:
         feed.last_thumb = thumb
         return False
 
-    def _caption(self, batch: list[tuple[_Feed, np.ndarray, int, float]]) -> None:
-        frames = [frame for _, frame, _, _ in batch]
+    def _caption(self, batch: list[tuple[_Feed, np.ndarray, int, float, float]]) -> None:
+        frames = [frame for _, frame, _, _, _ in batch]
         attention = self.options.return_attention
         try:
             captions = self._captioner.caption_batch(frames, return_attention=attention)
@@ -292,7 +296,7 @@ class CaptionStream:
                     captions.append(None)
         done = time.time()
         with self._wake:
-            for (feed, frame, index, stamp), caption in zip(batch, captions):
+            for (feed, frame, index, read_at, stamp), caption in zip(batch, captions):
                 if caption is None:
                     feed._drop(corrupt=True)
                     continue
@@ -307,7 +311,7 @@ class CaptionStream:
                 since = feed.counts.since_event
                 self._pending.append(CaptionEvent(
                     source=feed.source.uri, frame_index=index, timestamp=stamp, caption=caption,
-                    latency_ms=(done - stamp) * 1e3, dropped=since["dropped"], gated=since["gated"],
+                    latency_ms=(done - read_at) * 1e3, dropped=since["dropped"], gated=since["gated"],
                     changed=changed, gap_s=since["gap_s"], frame=frame if self.options.keep_frames else None))
                 feed.counts.since_event = {"dropped": 0, "gated": 0, "gap_s": 0.0}
 

@@ -1,8 +1,8 @@
 """Frame sources behind one small interface: open, read, close, and whether to reopen on failure.
 
 `open_source(spec)` accepts a camera index, a video file, an RTSP/HTTP URL, `csi://N` (a Jetson CSI
-camera through GStreamer's `nvarguscamerasrc`), a GStreamer pipeline string ending in `appsink`, or
-any iterable of frames. Sources are read by the stream's capture threads, one thread per source.
+camera through GStreamer's `nvarguscamerasrc`), a GStreamer pipeline string ending in `appsink`, a ROS
+bag `rosbag:///path?topic=...[&rate=1]` (stream/ros.py), or any iterable of frames. Sources are read by the stream's capture threads, one thread per source.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .base import Source
 from .cv import gstreamer_available
 from ..errors import SourceError
 
@@ -19,28 +20,6 @@ from ..errors import SourceError
 CSI_PIPELINE = ("nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
                 "framerate={fps}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! "
                 "appsink drop=true max-buffers=1 sync=false")
-
-
-class Source:
-    """One frame source. `read()` returns a frame, None for a corrupt/empty one, or raises EOFError
-    at the end (a file) and SourceError on failure (a camera that dropped out)."""
-
-    uri: Any = None
-    live: bool = True       # a live source is reopened after a failure; a file or iterable just ends
-    fps: float | None = None    # the rate the source says it delivers, once open (None: unknown)
-
-    def open(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def read(self) -> np.ndarray | None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    @property
-    def reopenable(self) -> bool:
-        return self.live
 
 
 class CaptureSource(Source):
@@ -139,6 +118,10 @@ def open_source(spec: Any, index: int = 0, *, csi_size: tuple[int, int] = (1280,
     if isinstance(spec, Path):
         spec = str(spec)
     if isinstance(spec, str):
+        if spec.startswith("rosbag://"):
+            from .ros import RosbagSource
+
+            return RosbagSource(spec)
         if spec.isdigit():
             return CaptureSource(int(spec))
         if spec.startswith("csi://"):
