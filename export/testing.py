@@ -165,6 +165,14 @@ def tiny_tokenizer(vocab_size: int = VOCAB, kind: str = "bpe"):
     return fast
 
 
+def tiny_bert_tokenizer(vocab_size: int = VOCAB):
+    """A transformers BertTokenizer (what GIT's and BLIP's checkpoints ship) over tiny_tokenizer's WordPiece
+    vocabulary: [CLS] 2 and [SEP] 3 as the factories use them."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=tiny_tokenizer(vocab_size, kind="wordpiece").get_vocab())
+
+
 def tiny_image_processor(kind: str = "vit", size: int = IMAGE):
     """The image processor matching the factories' image size (ViT-style or BLIP-style normalisation, or
     CLIP's shortest-edge resize + centre crop, bicubic, as GIT's checkpoints use)."""
