@@ -17,6 +17,7 @@ from edge_caption.export.testing import IMAGE  # noqa: E402
 from edge_caption.options import DecodeOptions  # noqa: E402
 
 from .test_parity import GRID, reference  # noqa: E402
+from .test_tensorrt_backend import trt  # noqa: E402,F401  (the TensorRT double, as a fixture)
 
 # each export takes ~30 s here: the default run keeps three bundles, `-m slow` adds the rest
 slow = pytest.mark.slow
@@ -92,3 +93,41 @@ def test_a_prompted_bundle_continues_the_prompt(tmp_path):
                 gen = row[len(ids):]
                 want.append(tuple(gen[: gen.index(models.WP_SEP) + 1] if models.WP_SEP in gen else gen))
             assert [c.token_ids for c in cap.caption_pixels(pixels, **opts.to_dict())] == want, opts
+
+
+def test_tensorrt_engines_from_the_static_step_give_generate_tokens(exported, trt, tmp_path):
+    """`edge-caption build` on a GIT bundle (against the TensorRT double, tests/trt_double): the engines
+    take the prefix K/V as per-image memory and give generate()'s tokens."""
+    from .test_tensorrt_backend import GRID as TRT_GRID, build, token_ids
+
+    model, bundle = exported("git_two_eos", 0, ("onnx", "torch"))
+    engines = build(bundle, tmp_path)
+    assert sorted(e.graph for e in Bundle.open(engines).manifest.engines) == ["encoder", "static_step"]
+    pixels = _pixels(0)
+    with EdgeCaptioner(engines, backend="tensorrt") as cap:
+        assert cap._backend.static_step
+        tok = cap.manifest.tokenizer
+        for grid in TRT_GRID:
+            opts = DecodeOptions(max_new_tokens=10).replace(**grid)
+            want = reference(model, pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
+            assert token_ids(cap, pixels, **opts.to_dict()) == want, grid
+
+
+@pytest.mark.slow
+def test_git_base_shapes_match_generate(tmp_path):
+    """GIT-base shapes (CLIP ViT-B/16 at 224: 197 image tokens; 6 text layers, 768 wide, 30,522 tokens),
+    random weights, through the same export and loop (about 10 minutes on a busy 2-core VM)."""
+    from edge_caption.export import export
+    from edge_caption.export.testing import git_base, tiny_bert_tokenizer, tiny_image_processor
+
+    model = git_base()
+    bundle = export(model, tmp_path / "git-base.ecap", tokenizer=tiny_bert_tokenizer(30522),
+                    processor=tiny_image_processor("clip", size=224), progress=False)
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    with EdgeCaptioner(bundle, backend="onnxruntime") as cap:
+        tok = cap.manifest.tokenizer
+        assert list(tok.prompt_ids) == [101] and list(tok.eos_token_ids) == [102]
+        for grid in (dict(num_beams=1), dict(num_beams=3), dict(num_beams=3, no_repeat_ngram_size=2)):
+            opts = DecodeOptions(max_new_tokens=16).replace(**grid)
+            want = reference(model, pixels, opts, 1, {102})
+            assert [c.token_ids for c in cap.caption_pixels(pixels, **opts.to_dict())] == want, grid
