@@ -42,7 +42,8 @@ def test_step_matches_full_recompute(factory):
         "the prefix K/V is per image, not per beam"
 
     g = torch.Generator().manual_seed(2)
-    sequence = torch.cat([torch.tensor([split.prompt_ids] * n), torch.randint(6, split.vocab_size, (n, 2), generator=g)], 1)
+    words = torch.randint(6, split.vocab_size, (n, 2), generator=g)
+    sequence = torch.cat([torch.tensor([split.prompt_ids] * n), words], 1)
     new, past = sequence, [torch.zeros(n, s.shape[1], 0, s.shape[3]) for s in split.state]
     for _ in range(4):
         logits, *past = split.step(new, *memory, *past)
