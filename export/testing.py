@@ -165,10 +165,22 @@ def tiny_tokenizer(vocab_size: int = VOCAB, kind: str = "bpe"):
     return fast
 
 
+def tiny_bert_tokenizer(vocab_size: int = VOCAB):
+    """A transformers BertTokenizer (what GIT's and BLIP's checkpoints ship) over tiny_tokenizer's WordPiece
+    vocabulary: [CLS] 2 and [SEP] 3 as the factories use them."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=tiny_tokenizer(vocab_size, kind="wordpiece").get_vocab())
+
+
 def tiny_image_processor(kind: str = "vit", size: int = IMAGE):
-    """The image processor matching the factories' image size (ViT-style or BLIP-style normalisation)."""
+    """The image processor matching the factories' image size (ViT-style or BLIP-style normalisation, or
+    CLIP's shortest-edge resize + centre crop, bicubic, as GIT's checkpoints use)."""
+    if kind == "clip":
+        return _image_processor_class("CLIPImageProcessor")(size={"shortest_edge": size},
+                                                           crop_size={"height": size, "width": size})
     if kind not in ("vit", "blip"):
-        raise ValueError(f"kind must be 'vit' or 'blip', got {kind!r}")
+        raise ValueError(f"kind must be 'vit', 'blip' or 'clip', got {kind!r}")
     return _image_processor_class("ViTImageProcessor" if kind == "vit" else "BlipImageProcessor")(
         size={"height": size, "width": size})
 
@@ -185,6 +197,43 @@ def _image_processor_class(name: str):
         if pil is not None:
             return pil
     return getattr(transformers, name)
+
+
+def tiny_git(seed: int = 0, eos_token_ids: tuple[int, ...] = (WP_SEP,)):
+    """GIT (GitForCausalLM): CLIP-style vision tower (hidden 48, 17 image tokens) -> projection -> 2 text
+    layers (hidden 32) over [image tokens ; text], ids as the COCO checkpoints ([CLS] starts, [SEP] ends).
+    Every id in `eos_token_ids` stops generate(); each gets the EOS bias."""
+    from transformers import GitConfig, GitForCausalLM
+
+    _seeded(seed)
+    vision = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=IMAGE, patch_size=8, initializer_range=0.3)
+    config = GitConfig(vision_config=vision, vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                       initializer_range=0.3, bos_token_id=WP_CLS, eos_token_id=list(eos_token_ids)
+                       if len(eos_token_ids) > 1 else eos_token_ids[0], pad_token_id=WP_PAD)
+    model = GitForCausalLM(config).eval()
+    for eos in eos_token_ids:
+        _bias_eos(model, eos, EOS_BIAS_BERT)
+    model.generation_config.max_length = 12
+    return model
+
+
+def tiny_git_two_eos(seed: int = 0):
+    """tiny_git stopping on [SEP] or "." (id 58): generate() with more than one EOS id."""
+    return tiny_git(seed, eos_token_ids=(WP_SEP, 58))
+
+
+def git_base(seed: int = 0):
+    """GIT-base shapes (microsoft/git-base-coco): CLIP ViT-B/16 at 224 (197 image tokens), 6 text layers
+    768 wide, BERT's 30,522 tokens; random weights."""
+    import torch
+    from transformers import GitConfig, GitForCausalLM
+
+    torch.manual_seed(seed)
+    config = GitConfig(vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                          num_attention_heads=12, image_size=224, patch_size=16))
+    return GitForCausalLM(config).eval()
 
 
 def pixel_values(batch: int = 2, seed: int = 0, size: int = IMAGE):

@@ -19,3 +19,11 @@ def test_quickstart(tmp_path):
 def test_readme_quick_start_is_what_ci_and_this_test_run():
     readme = (ROOT / "README.md").read_text()
     assert "python examples/quickstart.py" in readme and "python -m pytest -q" in readme
+
+
+def test_git_example(tmp_path):
+    """examples/git.py: a GIT model folder (CLIP image processor, BERT tokenizer) through `edge-caption export`."""
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "git.py"), "--out", str(tmp_path / "g.ecap")],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "generate() gives the same tokens: True" in run.stdout

@@ -158,7 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", default="onnx", help="comma-separated: onnx (always), tensorrt (adds the "
                    "TensorRT-shaped decoder step that `build` makes engines from), torch (adds it and "
                    "torch.export programs for backend torch-cuda)")
-    p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP)")
+    p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP, GIT)")
     p.add_argument("--name", help="the model name recorded in the bundle")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     p.set_defaults(func=cmd_export)

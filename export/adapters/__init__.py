@@ -10,8 +10,10 @@ from .base import SplitModel
 
 SUPPORTED = ("VisionEncoderDecoderModel (ViT/DeiT/Swin/... + GPT-2 or BERT decoder)",
              "BlipForConditionalGeneration",
+             "GitForCausalLM (single-image GIT, e.g. microsoft/git-base-coco)",
              "our reference families (show-tell, show-attend-tell, cnn-transformer; edge-caption train)")
-_BY_MODEL_TYPE = {"vision-encoder-decoder": "VisionEncoderDecoderModel", "blip": "BlipForConditionalGeneration"}
+_BY_MODEL_TYPE = {"vision-encoder-decoder": "VisionEncoderDecoderModel", "blip": "BlipForConditionalGeneration",
+                  "git": "GitForCausalLM"}
 
 __all__ = ["SplitModel", "split_model", "SUPPORTED"]
 
@@ -20,7 +22,7 @@ def split_model(model_or_dir, *, prompt=None, tokenizer=None) -> SplitModel:
     """Split a captioning model into the encoder / decoder-step contract.
 
     `model_or_dir`: an in-memory model or a local directory (loaded offline). `prompt`: a text prefix
-    (BLIP only), as a string (tokenized with `tokenizer`, or the directory's tokenizer) or token ids."""
+    (BLIP, GIT), as a string (tokenized with `tokenizer`, or the directory's tokenizer) or token ids."""
     import torch
 
     model = _load(model_or_dir) if isinstance(model_or_dir, (str, Path)) else model_or_dir
@@ -55,7 +57,25 @@ def split_model(model_or_dir, *, prompt=None, tokenizer=None) -> SplitModel:
                 raise ExportError("a text prompt needs the model's tokenizer: pass tokenizer=...")
             prompt = list(tokenizer(prompt).input_ids)
         return blip.split(model, prompt)
+    if cls == "GitForCausalLM":
+        from . import git
+
+        if isinstance(prompt, str):
+            # GIT's model card: [CLS] + the prompt's tokens without special tokens; git.prompt_ids adds [CLS]
+            prompt = list(_tokenizer(model_or_dir, tokenizer)(prompt, add_special_tokens=False).input_ids)
+        return git.split(model, prompt)
     raise ExportError(f"{cls} is not supported for export; supported: {'; '.join(SUPPORTED)}")
+
+
+def _tokenizer(model_or_dir, tokenizer):
+    """The tokenizer a string prompt needs: the one given, or the model directory's."""
+    if tokenizer is None and isinstance(model_or_dir, (str, Path)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_or_dir), local_files_only=True)
+    if tokenizer is None:
+        raise ExportError("a text prompt needs the model's tokenizer: pass tokenizer=...")
+    return tokenizer
 
 
 def _load(path):
