@@ -28,11 +28,13 @@ DEFAULT_EMPTY = 0.12
 def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_size: int = 64, lr: float | None = None,
           seed: int = 0, eval_every: int = 500, train_count: int | None = None, val_count: int = 500,
           threads: int | None = None, augment: float = DEFAULT_AUGMENT, empty: float = DEFAULT_EMPTY,
-          overwrite: bool = False, progress: bool = True, **model_config: Any) -> dict[str, Any]:
+          init: str | Path | None = None, overwrite: bool = False, progress: bool = True,
+          **model_config: Any) -> dict[str, Any]:
     """Train `family` for `steps` batches and save the best (by val CIDEr) weights in `out`.
 
     `augment` and `empty` are the shares of each batch that `export/augment.py` draws (augmented
-    object scenes, empty views); 0 and 0 train on the generated train split alone.
+    object scenes, empty views); 0 and 0 train on the generated train split alone. `init`: start from
+    the weights of an earlier run (its directory) instead of fresh ones, to train on.
 
     Writes `out/config.json` + `out/weights.pt` (what `edge-caption export --model out` reads),
     `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`,
@@ -50,12 +52,12 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     with staging(out, overwrite, kind=TRAINING_RUN) as scratch:
         return _train(family, Path(out), scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       eval_every=eval_every, train_count=train_count, val_count=val_count, threads=threads,
-                      augment=augment, empty=empty, progress=progress, **model_config)
+                      augment=augment, empty=empty, init=init, progress=progress, **model_config)
 
 
 def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int, lr: float | None, seed: int,
            eval_every: int, train_count: int | None, val_count: int, threads: int | None, augment: float,
-           empty: float, progress: bool, **model_config: Any) -> dict[str, Any]:
+           empty: float, init: str | Path | None, progress: bool, **model_config: Any) -> dict[str, Any]:
     """train()'s work, written into `scratch`, which becomes `out` when it returns."""
     import torch
 
@@ -69,7 +71,7 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     say = reporter(progress, "train")
 
     images, captions = training_data(train_count, progress=say)
-    model = families.create(family, seed=seed, **model_config)
+    model = families.create(family, seed=seed, **model_config) if init is None else _start_from(init, family, seed)
     vocab = {w: i for i, w in enumerate(model.vocab)}
     encoded = [[np.asarray(encode_caption(c, vocab), dtype=np.int64) for c in caps] for caps in captions]
     val = list(split_samples("val", count=val_count))
@@ -124,13 +126,26 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     if extras is not None:
         extras.close()
     summary = {"family": family, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
-               "augment": augment, "empty": empty,
+               "augment": augment, "empty": empty, "init": None if init is None else str(init),
                "train_images": len(images), "val_images": len(val), "best_val": best,
                "train_time_s": round(time.perf_counter() - started, 1), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters())}
     (scratch / "summary.json").write_text(json.dumps(summary, indent=1))
     say(f"best val CIDEr {best['CIDEr']:.3f} at step {best.get('step')}; model saved in {out}")
     return summary
+
+
+def _start_from(init: str | Path, family: str, seed: int):
+    """The model saved in run directory `init`, to train further (dropout's draws follow `seed`)."""
+    import torch
+
+    from . import families
+
+    model = families.load(init)
+    if model.family != family:
+        raise ExportError(f"{init} holds a {model.family} model, not {family}; pass --family {model.family}")
+    torch.manual_seed(seed)
+    return model
 
 
 def validate(model, samples, backend_cls, *, batch: int = 250) -> dict[str, float]:
