@@ -30,6 +30,8 @@ def run(bundle: str | None, sets=SETS, *, limit: int | None = None, num_beams: i
     from edge_caption import EdgeCaptioner
     from edge_caption.captioner import default_bundle_path
     from edge_caption.evaluation import evaluate
+    from edge_caption.evaluation.naming import breakdown
+    from edge_caption.evaluation.scenes import Thing
 
     path = Path(bundle) if bundle else default_bundle_path()
     results = {}
@@ -37,7 +39,10 @@ def run(bundle: str | None, sets=SETS, *, limit: int | None = None, num_beams: i
         for name in sets:
             started = time.perf_counter()
             result = evaluate(captioner, name, limit=limit, meteor=False, num_beams=num_beams)
+            scenes = [[Thing(**o) for o in p["objects"]] for p in result["predictions"]]
+            texts = [p["caption"] for p in result["predictions"]]
             results[name] = {"images": result["images"], "metrics": result["metrics"], "naming": result["naming"],
+                             "single_objects_by_truth": breakdown(scenes, texts),
                              "seconds": round(time.perf_counter() - started, 1),
                              "wrong_examples": _wrong(result)}
             print(f"{name}: CIDEr {result['metrics']['CIDEr']:.3f}, {_lines(result['naming'])}", file=sys.stderr)

@@ -3,6 +3,7 @@ generator, objects as large as the spec says, captions from the grammar, and the
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import sys
 from collections import Counter
@@ -56,6 +57,16 @@ def test_layouts_follow_the_spec_and_captions_come_from_the_grammar():
             assert min(abs(things[0].x * 3 - k) for k in (1, 2)) > 0.05   # clear of the thirds' lines
     assert set(kinds) == {1, 2, 3} and kinds[1] > 100
     assert aspects == {1.0, 1.3, 1.8} and angles["axis"] > 50 and angles["turned"] > 150
+
+
+def test_the_splits_scenes_stay_the_ones_measured():
+    # benchmarks/results/foreign_before.json and every later number compare models on these scenes: a change
+    # to the composition must be deliberate (new digests, and the before numbers measured again)
+    digests = {}
+    for split in foreign.SPLITS:
+        canonical = "\n".join(scenes.describe(things)[0] for _, things, _, _ in foreign.layouts(split))
+        digests[split] = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert digests == {"foreign-val": "7e5d0616a6214d96", "foreign-test": "8a12bc22f37737c4"}
 
 
 def test_foreign_test_has_enough_single_object_scenes_for_a_95_percent_criterion():

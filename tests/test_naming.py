@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_caption.evaluation.naming import is_empty_caption, names_object, naming_report, report_lines
+from edge_caption.evaluation.naming import breakdown, is_empty_caption, names_object, naming_report, report_lines
 from edge_caption.evaluation.scenes import EMPTY_CAPTION, Thing
 
 
@@ -63,3 +63,11 @@ def test_report_counts_each_kind_of_scene():
     assert naming_report([], [])["single_named_rate"] is None
     with pytest.raises(ValueError, match="2 scenes but 1 captions"):
         naming_report([one, one], ["a red circle"])
+
+
+def test_breakdown_tells_colour_from_shape_mistakes():
+    red_square = (Thing("square", "red", "large", 0.5, 0.5),)
+    parts = breakdown([red_square, red_square, (), red_square],
+                      ["a red circle", "a red square", EMPTY_CAPTION, "a blue square"])
+    assert parts["square"] == {"scenes": 3, "shape_right": 2 / 3, "color_right": 2 / 3, "named_right": 1 / 3}
+    assert set(parts) == {"square", "red", "large"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -136,11 +137,13 @@ def evaluate(captioner, data: str | Path, *, limit: int | None = None, batch_siz
     elapsed = time.perf_counter() - started
     bar.close()
     scores = metrics.evaluate(references, hypotheses, meteor=meteor)
-    result = {"data": str(data), "images": len(hypotheses), "metrics": scores,
-              "images_per_s": len(hypotheses) / elapsed, "model": f"{captioner.manifest.name}@{captioner.manifest.version}",
+    result = {"data": str(data), "images": len(hypotheses), "metrics": scores, "images_per_s": len(hypotheses) / elapsed,
+              "model": f"{captioner.manifest.name}@{captioner.manifest.version}",
               "decoding": captioner.defaults.replace(**decoding).to_dict()}
     if all(things is not None for things in scenes.values()):
         # the objects are known (a generated split): how often the lone object is named, the empty caption used
         result["naming"] = naming.naming_report(list(scenes.values()), [hypotheses[key] for key in scenes])
-    result["predictions"] = [{"id": k, "caption": hypotheses[k], "references": references[k]} for k in hypotheses]
+    result["predictions"] = [{"id": k, "caption": hypotheses[k], "references": references[k],
+                              **({} if scenes[k] is None else {"objects": [asdict(t) for t in scenes[k]]})}
+                             for k in hypotheses]
     return result

@@ -76,6 +76,11 @@ def _angle(rng: np.random.Generator) -> float:
     return 0.0 if rng.random() < 0.25 else float(rng.uniform(0, 360))
 
 
+def _pick(rng: np.random.Generator) -> tuple[str, str]:
+    """A shape and a colour, uniformly."""
+    return SHAPES[int(rng.integers(len(SHAPES)))], list(COLORS)[int(rng.integers(len(COLORS)))]
+
+
 def _thing(shape: str, color: str, radius: float, x: float, y: float, angle: float) -> Thing:
     return Thing(shape=shape, color=color, size=size_word(radius), x=x, y=y, angle=angle)
 
@@ -86,22 +91,20 @@ def compose(rng: np.random.Generator, size: tuple[int, int]) -> tuple[list[Thing
     h, w = size
     short = min(h, w)
     kind = rng.choice(3, p=(0.5, 0.3, 0.2))
-    shapes, colors = list(SHAPES), list(COLORS)
     if kind == 0:
         while True:
             radius = _radius(rng, small=rng.random() < 0.3)
             center = _lone_center(rng, radius * short, size)
             if center is not None:
-                shape, color = shapes[int(rng.integers(5))], colors[int(rng.integers(6))]
+                shape, color = _pick(rng)
                 return [_thing(shape, color, radius, *center, _angle(rng))], [radius]
     count = 2 if kind == 1 else int(rng.integers(2, 4))
-    alike = (shapes[int(rng.integers(5))], colors[int(rng.integers(6))], bool(rng.random() < 0.5))
+    alike = (*_pick(rng), bool(rng.random() < 0.5))
     for attempt in range(1000):
         cap = (0.3 if count == 2 else 0.2) * 0.98 ** attempt     # shrink until they fit
         things, radii = [], []
         for _ in range(count):
-            shape, color, small = alike if kind == 2 else (
-                shapes[int(rng.integers(5))], colors[int(rng.integers(6))], bool(rng.random() < 0.4))
+            shape, color, small = alike if kind == 2 else (*_pick(rng), bool(rng.random() < 0.4))
             radius = _radius(rng, small, cap)
             (xlo, xhi), (ylo, yhi) = _span(radius * short, w), _span(radius * short, h)
             if xlo > xhi or ylo > yhi:

@@ -58,7 +58,7 @@ def names_object(caption: str, color: str, shape: str) -> bool:
     if color not in COLORS or shape not in SHAPES:
         raise ValueError(f"names_object needs a grammar colour and shape; got {color!r}, {shape!r}")
     tokens = words(caption)
-    shapes = [SHAPE_WORDS[w] for w in tokens if w in SHAPE_WORDS]
+    shapes = _shapes_named(caption)
     colors = {COLOR_WORDS[w] for w in tokens if w in COLOR_WORDS}
     if len(shapes) != 1 or shapes[0] != (shape, False):
         return False
@@ -81,6 +81,28 @@ def naming_report(things: Sequence[Sequence[Thing]], captions: Sequence[str]) ->
             "object_empty_rate": _rate(objects_empty, objects),
             "empty_views": len(empties), "empty_views_captioned_empty": empty_empty,
             "empty_rate": _rate(empty_empty, empties)}
+
+
+def breakdown(things: Sequence[Sequence[Thing]], captions: Sequence[str]) -> dict[str, dict[str, float | int]]:
+    """For single-object scenes, per true shape and per true colour: how many, and the share whose colour
+    word is right, whose shape word is right, and both (names_object): where a model's naming fails."""
+    groups: dict[str, list[tuple[Thing, str]]] = {}
+    for scene, text in zip(things, captions):
+        if len(scene) == 1:
+            for key in (scene[0].shape, scene[0].color, scene[0].size):
+                groups.setdefault(key, []).append((scene[0], text))
+    out = {}
+    for key, items in groups.items():
+        shape_ok = sum(_shapes_named(text) == [(t.shape, False)] for t, text in items)
+        color_ok = sum({COLOR_WORDS[w] for w in words(text) if w in COLOR_WORDS} == {t.color} for t, text in items)
+        both = sum(names_object(text, t.color, t.shape) for t, text in items)
+        out[key] = {"scenes": len(items), "shape_right": shape_ok / len(items), "color_right": color_ok / len(items),
+                    "named_right": both / len(items)}
+    return out
+
+
+def _shapes_named(caption: str) -> list[tuple[str, bool]]:
+    return [SHAPE_WORDS[w] for w in words(caption) if w in SHAPE_WORDS]
 
 
 def _rate(count: int, of: Iterable) -> float | None:
