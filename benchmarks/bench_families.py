@@ -4,7 +4,7 @@ For every bundle given: BLEU-4, CIDEr, ROUGE-L and exact-match rate on the test 
 greedy and beam 3), the bundle's size, and CPU latency per caption at batch 1 (greedy and beam 3,
 median over the first --latency-images test images, ONNX Runtime, preprocessing included).
 
-    python benchmarks/bench_families.py BUNDLE [BUNDLE ...] [--json] [--limit 1000]
+    python benchmarks/bench_families.py BUNDLE [BUNDLE ...] [--json] [--name families_cpu] [--limit 1000]
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--limit", type=int, default=None, help="test images to score (default: all 1000)")
     parser.add_argument("--latency-images", type=int, default=100)
-    parser.add_argument("--json", action="store_true", help="write benchmarks/results/families_cpu.json")
+    parser.add_argument("--name", default="families_cpu", help="results/NAME.json (default families_cpu)")
+    parser.add_argument("--json", action="store_true", help="write benchmarks/results/NAME.json")
     args = parser.parse_args()
 
     from edge_caption import EdgeCaptioner
@@ -59,7 +60,7 @@ def main() -> None:
                   f"BLEU-4 {b['metrics']['BLEU-4']:.3f} exact {b['metrics']['exact']:.3f} "
                   f"{b['latency']['median_ms']:.1f} ms", flush=True)
     if args.json:
-        print(write("families_cpu", {"split": "test", "rows": rows,
+        print(write(args.name, {"split": "test", "rows": rows,
                                      "command": "python benchmarks/bench_families.py " + " ".join(sys.argv[1:])}))
     else:
         print(json.dumps(rows, indent=1))

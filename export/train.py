@@ -19,13 +19,22 @@ import numpy as np
 from edge_caption.errors import ExportError
 
 DEFAULT_STEPS = 2000
+# Shares of each batch drawn by augment.py: objects shown the ways a camera may show them, and views with
+# nothing to name ("an empty scene"); the rest are the train split's scenes as generated.
+DEFAULT_AUGMENT = 0.5
+DEFAULT_EMPTY = 0.12
 
 
 def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_size: int = 64, lr: float | None = None,
           seed: int = 0, eval_every: int = 500, train_count: int | None = None, val_count: int = 500,
-          threads: int | None = None, overwrite: bool = False, progress: bool = True,
+          threads: int | None = None, augment: float = DEFAULT_AUGMENT, empty: float = DEFAULT_EMPTY,
+          init: str | Path | None = None, overwrite: bool = False, progress: bool = True,
           **model_config: Any) -> dict[str, Any]:
     """Train `family` for `steps` batches and save the best (by val CIDEr) weights in `out`.
+
+    `augment` and `empty` are the shares of each batch that `export/augment.py` draws (augmented
+    object scenes, empty views); 0 and 0 train on the generated train split alone. `init`: start from
+    the weights of an earlier run (its directory) instead of fresh ones, to train on.
 
     Writes `out/config.json` + `out/weights.pt` (what `edge-caption export --model out` reads),
     `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`,
@@ -35,17 +44,20 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
 
     if family not in families.FAMILIES:
         raise ExportError(f"unknown family {family!r}; choose one of: {', '.join(families.FAMILIES)}")
+    if not (0 <= augment and 0 <= empty and augment + empty <= 1):
+        raise ExportError(f"augment ({augment}) and empty ({empty}) are shares of a batch: each >= 0, "
+                          "together at most 1 (e.g. --augment 0.5 --empty 0.12)")
     from .writer import TRAINING_RUN, staging
 
     with staging(out, overwrite, kind=TRAINING_RUN) as scratch:
         return _train(family, Path(out), scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       eval_every=eval_every, train_count=train_count, val_count=val_count, threads=threads,
-                      progress=progress, **model_config)
+                      augment=augment, empty=empty, init=init, progress=progress, **model_config)
 
 
 def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int, lr: float | None, seed: int,
-           eval_every: int, train_count: int | None, val_count: int, threads: int | None, progress: bool,
-           **model_config: Any) -> dict[str, Any]:
+           eval_every: int, train_count: int | None, val_count: int, threads: int | None, augment: float,
+           empty: float, init: str | Path | None, progress: bool, **model_config: Any) -> dict[str, Any]:
     """train()'s work, written into `scratch`, which becomes `out` when it returns."""
     import torch
 
@@ -59,7 +71,7 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     say = reporter(progress, "train")
 
     images, captions = training_data(train_count, progress=say)
-    model = families.create(family, seed=seed, **model_config)
+    model = families.create(family, seed=seed, **model_config) if init is None else _start_from(init, family, seed)
     vocab = {w: i for i, w in enumerate(model.vocab)}
     encoded = [[np.asarray(encode_caption(c, vocab), dtype=np.int64) for c in caps] for caps in captions]
     val = list(split_samples("val", count=val_count))
@@ -70,6 +82,12 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     rng = np.random.default_rng([seed, 7])
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=families.PAD, label_smoothing=0.05)
     spec = model.preprocess()
+    n_augment, n_empty = round(batch_size * augment), round(batch_size * empty)
+    extras = None
+    if n_augment + n_empty:
+        from .augment import batches
+
+        extras = batches(seed, n_augment, n_empty, steps, spec.size)
 
     log = (scratch / "train_log.jsonl").open("w")
     best: dict[str, Any] = {"CIDEr": -1.0}
@@ -78,7 +96,8 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     running = 0.0
     model.train()
     for step in range(1, steps + 1):
-        pixels, inputs, targets = _batch(images, encoded, rng, batch_size, spec)
+        extra = None if extras is None else _encode_extra(next(extras), vocab)
+        pixels, inputs, targets = _batch(images, encoded, rng, batch_size - n_augment - n_empty, spec, extra)
         logits = model.forward_train(pixels, inputs)
         loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
@@ -104,13 +123,29 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
                 model.train()
     bar(0, close=True)
     log.close()
+    if extras is not None:
+        extras.close()
     summary = {"family": family, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
+               "augment": augment, "empty": empty, "init": None if init is None else str(init),
                "train_images": len(images), "val_images": len(val), "best_val": best,
                "train_time_s": round(time.perf_counter() - started, 1), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters())}
     (scratch / "summary.json").write_text(json.dumps(summary, indent=1))
     say(f"best val CIDEr {best['CIDEr']:.3f} at step {best.get('step')}; model saved in {out}")
     return summary
+
+
+def _start_from(init: str | Path, family: str, seed: int):
+    """The model saved in run directory `init`, to train further (dropout's draws follow `seed`)."""
+    import torch
+
+    from . import families
+
+    model = families.load(init)
+    if model.family != family:
+        raise ExportError(f"{init} holds a {model.family} model, not {family}; pass --family {model.family}")
+    torch.manual_seed(seed)
+    return model
 
 
 def validate(model, samples, backend_cls, *, batch: int = 250) -> dict[str, float]:
@@ -163,7 +198,15 @@ def training_data(count: int | None = None, *, progress: Callable[[str], None] =
     return images, captions
 
 
-def _batch(images, encoded, rng, size, spec):
+def _encode_extra(extra, vocab):
+    from edge_caption.evaluation.scenes import encode_caption
+
+    frames, captions = extra
+    return frames, [[np.asarray(encode_caption(c, vocab), dtype=np.int64) for c in caps] for caps in captions]
+
+
+def _batch(images, encoded, rng, size, spec, extra=None):
+    """`size` train-split scenes drawn at random, then `extra`'s frames (augment.py's), as tensors."""
     import torch
 
     from edge_caption.preprocess import preprocess
@@ -171,15 +214,19 @@ def _batch(images, encoded, rng, size, spec):
     from .families import BOS, EOS, PAD
 
     index = rng.integers(0, len(images), size)
+    frames = [images[i] for i in index]
+    choices = [encoded[i] for i in index]
+    if extra is not None:
+        frames += list(extra[0])
+        choices += extra[1]
     rows = []
-    for i in index:
-        options = encoded[i]
+    for options in choices:
         rows.append(options[rng.integers(len(options))])
     longest = max(len(r) for r in rows) + 2
-    tokens = np.full((size, longest), PAD, dtype=np.int64)
+    tokens = np.full((len(rows), longest), PAD, dtype=np.int64)
     for j, r in enumerate(rows):
         tokens[j, : len(r) + 2] = [BOS, *r, EOS]
-    pixels = torch.from_numpy(preprocess([images[i][..., ::-1] for i in index], spec))
+    pixels = torch.from_numpy(preprocess([f[..., ::-1] for f in frames], spec))
     tokens = torch.from_numpy(tokens)
     return pixels, tokens[:, :-1], tokens[:, 1:]
 

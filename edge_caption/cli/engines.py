@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     export_module()
     from edge_caption.export.train import train
 
-    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every", "augment", "empty", "init") if getattr(args, k) is not None}
     summary = train(args.family, args.out, seed=args.seed, overwrite=args.overwrite, **given)
     print(json.dumps(summary, indent=2))
     return 0
@@ -171,6 +171,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 RNNs, 1e-3 transformer)")
     p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     p.add_argument("--eval-every", type=int, help="validate every N steps (default 500)")
+    p.add_argument("--augment", type=float, help="share of each batch that is augmented scenes: any scale, "
+                   "rotation, aspect, outlines, textured backgrounds, lighting, blur, noise, JPEG (default 0.5; "
+                   "0 with --empty 0: the generated train split alone)")
+    p.add_argument("--empty", type=float, help="share of each batch that is empty views captioned "
+                   "'an empty scene' (default 0.12)")
+    p.add_argument("--init", help="start from the weights of an earlier run (its --out directory), not fresh ones")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from edge_caption import EdgeCaptioner  # noqa: E402
+from edge_caption.errors import ExportError  # noqa: E402
 from edge_caption.decoding import decode  # noqa: E402
 from edge_caption.export import export, families  # noqa: E402
 from edge_caption.export.adapters import split_model  # noqa: E402
@@ -176,6 +177,19 @@ def test_train_save_load_export(tmp_path):
     assert EdgeCaptioner(tmp_path / "run.ecap").manifest.family == "show-attend-tell"
     with pytest.raises(Exception, match="already exists and holds a training run.*--overwrite"):
         train("show-tell", tmp_path / "run", steps=1, progress=False)
+
+
+def test_training_goes_on_from_an_earlier_run(tmp_path):
+    from edge_caption.export.train import train
+
+    train("show-tell", tmp_path / "a", steps=2, eval_every=2, batch_size=8, train_count=32, val_count=4, progress=False)
+    summary = train("show-tell", tmp_path / "b", steps=2, eval_every=2, batch_size=8, train_count=32, val_count=4,
+                    init=tmp_path / "a", augment=0.0, empty=0.0, progress=False)
+    assert summary["init"] == str(tmp_path / "a") and summary["augment"] == 0.0
+    with pytest.raises(ExportError, match="holds a show-tell model.*--family show-tell"):
+        train("show-attend-tell", tmp_path / "c", steps=1, init=tmp_path / "a", progress=False)
+    with pytest.raises(ExportError, match="shares of a batch"):
+        train("show-tell", tmp_path / "d", steps=1, augment=0.9, empty=0.2, progress=False)
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path):
