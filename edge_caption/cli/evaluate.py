@@ -11,9 +11,10 @@ from .common import bundle_only, decoding, decoding_flags, positive_int
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..captioner import EdgeCaptioner
-    from ..evaluation import evaluate
+    from ..evaluation import count, evaluate
 
     bundle = bundle_only(args)
+    count(args.data, limit=args.limit)        # a bad --data (or a missing extra) is said before the model loads
     if args.predictions and not Path(args.predictions).expanduser().parent.is_dir():
         raise OptionError(f"--predictions {args.predictions}: its folder does not exist; create it or choose "
                           "another path (checked before the evaluation runs)")
@@ -29,6 +30,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{result['model']} on {result['data']}: {result['images']} images, {result['images_per_s']:.1f} images/s")
     for name, value in result["metrics"].items():
         print(f"  {name:8s} {value:.4f}")
+    if "naming" in result:
+        from ..evaluation.naming import report_lines
+
+        for line in report_lines(result["naming"]):
+            print(f"  {line}")
     return 0
 
 
@@ -54,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="BUNDLE")
     p.add_argument("-m", "--model", help="the bundle")
     p.add_argument("--data", required=True,
-                   help="a generated split (test, val, train; SPLIT@SEED for another seed) or a directory with captions.json")
+                   help="a generated split (test, val, train; foreign-val, foreign-test: drawn by other code; empty: "
+                        "views with nothing to name; SPLIT@SEED for another seed) or a directory with captions.json")
     p.add_argument("--limit", type=positive_int, help="only the first N images")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--meteor", choices=("auto", "yes", "no"), default="auto",
