@@ -49,7 +49,7 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
                           "together at most 1 (e.g. --augment 0.5 --empty 0.12)")
     from .writer import TRAINING_RUN, staging
 
-    with staging(out, overwrite, kind=TRAINING_RUN) as scratch:
+    with staging(out, overwrite, kind=TRAINING_RUN, sources=[init] if init is not None else []) as scratch:
         return _train(family, Path(out), scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       eval_every=eval_every, train_count=train_count, val_count=val_count, threads=threads,
                       augment=augment, empty=empty, init=init, progress=progress, **model_config)

@@ -25,7 +25,7 @@ BLOCKED = (*FOREIGN, "skimage")
 
 def training_modules(files: dict[str, Path]) -> list[str]:
     found = [name for name, path in files.items() if path.parent == ROOT / "export"
-             and (path.name.startswith("train") or path.name.startswith("augment"))]
+             and path.name.startswith(("train", "augment", "finetune", "discriminator", "rollout"))]
     return sorted({*found, "edge_caption.evaluation.scenes"})
 
 

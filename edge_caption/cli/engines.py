@@ -131,10 +131,17 @@ def export_module(torch_needed: bool = True):
 
 def cmd_train(args: argparse.Namespace) -> int:
     export_module()
+    from edge_caption.export.finetune import check_options, finetune, run_family
     from edge_caption.export.train import train
 
-    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every", "augment", "empty", "init") if getattr(args, k) is not None}
-    summary = train(args.family, args.out, seed=args.seed, overwrite=args.overwrite, **given)
+    check_options(init=args.init, method=args.finetune, family=args.family, cell=args.cell)
+    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every") if getattr(args, k) is not None}
+    if args.finetune:
+        summary = finetune(args.init, args.out, method=args.finetune, seed=args.seed, overwrite=args.overwrite, **given)
+    else:
+        given.update({k: getattr(args, k) for k in ("augment", "empty", "init", "cell") if getattr(args, k) is not None})
+        family = args.family or run_family(args.init)
+        summary = train(family, args.out, seed=args.seed, overwrite=args.overwrite, **given)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -164,19 +171,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train a reference captioner on the generated scenes (needs torch)")
-    p.add_argument("--family", required=True, help="show-tell | show-attend-tell | cnn-transformer")
+    p.add_argument("--family", help="show-tell | show-attend-tell | cnn-transformer (not with --init)")
+    p.add_argument("--cell", help="show-attend-tell's recurrent cell: lstm (default) | gru")
+    p.add_argument("--init", metavar="RUN_DIR", help="start from this trained run's weights instead of fresh ones: "
+                   "more cross-entropy training, or sequence-level fine-tuning with --finetune")
+    p.add_argument("--finetune", metavar="METHOD", help="sequence-level fine-tuning of --init: scst (self-critical, "
+                   "CIDEr-D reward) | gan (a discriminator's score as the reward); default 300 steps, lr 5e-5, "
+                   "16 images x 5 sampled captions a step")
     p.add_argument("--out", required=True, help="directory for weights, config and the training log")
-    p.add_argument("--steps", type=int, help="batches to train on (default 2000)")
+    p.add_argument("--steps", type=int, help="batches to train on (default 2000; fine-tuning 300)")
     p.add_argument("--batch-size", type=positive_int, help="default 64")
     p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 RNNs, 1e-3 transformer)")
     p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
-    p.add_argument("--eval-every", type=int, help="validate every N steps (default 500)")
+    p.add_argument("--eval-every", type=int, help="validate every N steps (default 500; fine-tuning 100)")
     p.add_argument("--augment", type=float, help="share of each batch that is augmented scenes: any scale, "
                    "rotation, aspect, outlines, textured backgrounds, lighting, blur, noise, JPEG (default 0.5; "
                    "0 with --empty 0: the generated train split alone)")
     p.add_argument("--empty", type=float, help="share of each batch that is empty views captioned "
                    "'an empty scene' (default 0.12)")
-    p.add_argument("--init", help="start from the weights of an earlier run (its --out directory), not fresh ones")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_train)
 

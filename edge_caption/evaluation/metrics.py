@@ -165,16 +165,25 @@ def rouge_l(references: References[K], hypotheses: Hypotheses[K]) -> tuple[float
 
 
 # --- CIDEr-D (pycocoevalcap.cider)
-def _cider(images: list[tuple[_Sentence, list[_Sentence]]], n: int = 4, sigma: float = 6.0) -> tuple[float, list[float]]:
+def _document_frequency(reference_sets: Sequence[list[_Sentence]], n: int = 4) -> Counter:
+    """In how many images' reference sets each 1..n-gram occurs."""
+    frequency: Counter = Counter()
+    for refs in reference_sets:
+        frequency.update(set().union(*(grams for ref in refs for grams in ref.grams[:n])))
+    return frequency
+
+
+def _cider(images: list[tuple[_Sentence, list[_Sentence]]], n: int = 4, sigma: float = 6.0,
+           frequency: tuple[Counter, int] | None = None) -> tuple[float, list[float]]:
+    """`frequency`: (document frequencies, number of images) from a fixed corpus; None takes them from
+    `images` themselves, as pycocoevalcap does."""
     if not images:  # pycocoevalcap fails here (max() of no document frequencies); we say 0
         return 0.0, []
     # Document frequency: in how many images' reference sets each n-gram occurs. It is taken from
     # the evaluated set itself, so an image's score depends on which other images are evaluated.
-    frequency: Counter = Counter()
-    for _, refs in images:
-        frequency.update(set().union(*(grams for ref in refs for grams in ref.grams[:n])))
-    log_images = math.log(len(images))  # pycocoevalcap's "ref_len": log of #images, not #references
-    idf = {gram: log_images - math.log(count) for gram, count in frequency.items()}
+    counts, corpus_size = frequency or (_document_frequency([refs for _, refs in images], n), len(images))
+    log_images = math.log(corpus_size)  # pycocoevalcap's "ref_len": log of #images, not #references
+    idf = {gram: log_images - math.log(count) for gram, count in counts.items()}
 
     scores = []
     for hyp, refs in images:
@@ -189,17 +198,39 @@ def _cider(images: list[tuple[_Sentence, list[_Sentence]]], n: int = 4, sigma: f
             delta = max(0, hyp.length - 1) - max(0, ref.length - 1)
             penalty = math.exp(-(delta**2) / (2 * sigma**2))
             for vec, norm, grams in zip(hyp_vec, hyp_norm, ref.grams):
-                ref_norm = math.hypot(*map(mul, grams.values(), map(idf.__getitem__, grams)))
+                ref_norm = math.hypot(*(tf * idf.get(g, log_images) for g, tf in grams.items()))
                 # CIDEr-D clipping, min(hyp, ref) * ref: only n-grams in both contribute
                 dot = 0.0
                 for gram in vec.keys() & grams.keys():
-                    weight = grams[gram] * idf[gram]
+                    weight = grams[gram] * idf.get(gram, log_images)
                     dot += min(vec[gram], weight) * weight
                 # pycocoevalcap skips the division when a norm is 0 (empty sentence, or n-grams in
                 # every image's references); the dot product is 0 then, so this is its result.
                 total += dot / (norm * ref_norm) * penalty if norm and ref_norm else 0.0
         scores.append(10.0 * total / n / len(refs))  # mean over orders, over references, x10
     return sum(scores) / len(scores), scores
+
+
+class CiderD:
+    """CIDEr-D with document frequencies fixed from a corpus of reference sets (self-critical training's
+    reward: a caption's score must not depend on which other captions share its batch).
+
+    `scores(references, hypotheses)` gives one CIDEr-D per pair; with the corpus equal to the scored
+    references it equals `cider_d`'s per-image scores."""
+
+    def __init__(self, corpus: Sequence[Sequence[str]]):
+        sets = [[_sentence(normalize(r), 4) for r in refs] for refs in corpus]
+        if not sets:
+            raise DataError("CiderD needs a non-empty corpus of reference sets to take document frequencies from")
+        self.frequency = (_document_frequency(sets), len(sets))
+
+    def scores(self, references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> list[float]:
+        """CIDEr-D of hypotheses[i] against references[i], for each i (text is normalized here)."""
+        if len(references) != len(hypotheses):
+            raise DataError(f"{len(hypotheses)} hypotheses for {len(references)} reference sets: give one each")
+        images = [(_sentence(normalize(h), 4), [_sentence(normalize(r), 4) for r in refs])
+                  for h, refs in zip(hypotheses, references)]
+        return _cider(images, frequency=self.frequency)[1]
 
 
 def cider_d(references: References[K], hypotheses: Hypotheses[K]) -> tuple[float, list[float]]:

@@ -109,9 +109,11 @@ def tokenizer_json(vocab: list[str]) -> str:
     return json.dumps(spec)
 
 
-def rnn_state(hidden: int) -> list[StateSpec]:
+def rnn_state(hidden: int, names: tuple[str, ...] = ("h", "c")) -> list[StateSpec]:
+    """The recurrent state: one [N, hidden] tensor per name (an LSTM's h and c, a GRU's h), each seeded
+    from the memory tensor init_<name> and reordered with the beams."""
     return [StateSpec(input=name, output=f"{name}_out", shape=("N", hidden), dtype="float32", reorder=True,
-                      init=f"memory:init_{name}", grow_axis=None) for name in ("h", "c")]
+                      init=f"memory:init_{name}", grow_axis=None) for name in names]
 
 
 def load_config(directory: Path) -> dict[str, Any]:

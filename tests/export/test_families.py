@@ -20,11 +20,13 @@ from edge_caption.preprocess import preprocess  # noqa: E402
 from edge_caption.evaluation.scenes import split_samples  # noqa: E402
 
 FAMILIES = list(families.FAMILIES)
+# variant -> (family, config): every family, and the attention family with a GRU (its state is h alone)
+VARIANTS = {**{f: (f, {}) for f in FAMILIES}, "show-attend-tell-gru": ("show-attend-tell", {"cell": "gru"})}
 OPTIONS = [dict(num_beams=1), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2, length_penalty=0.5),
            dict(num_beams=2, no_repeat_ngram_size=2, repetition_penalty=1.3, min_new_tokens=3)]
 
 
-def random_model(family: str, seed: int = 0):
+def random_model(variant: str, seed: int = 0):
     """Random weights made to caption like a model: image-dependent captions of different lengths.
 
     Out of the box the CNN's signal fades to ~1e-5 (every image gets one caption) and the logits
@@ -33,7 +35,8 @@ def random_model(family: str, seed: int = 0):
     from edge_caption.export.api import manifest_for
     from edge_caption.manifest import TokenizerSpec
 
-    model = families.create(family, seed=seed)
+    family, config = VARIANTS[variant]
+    model = families.create(family, seed=seed, **config)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
@@ -60,14 +63,22 @@ def random_model(family: str, seed: int = 0):
     raise AssertionError(f"no EOS bias gives {family} captions of different lengths")
 
 
+class _Bundles(dict):
+    """variant -> (model, bundle path), exported on first use: `-k gru` exports the GRU variant alone."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, variant):
+        model = random_model(variant)
+        self[variant] = (model, export(model, self.root / f"{variant}.ecap", progress=False))
+        return self[variant]
+
+
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    made = {}
-    for family in FAMILIES:
-        model = random_model(family)
-        made[family] = (model, export(model, root / f"{family}.ecap", progress=False))
-    return made
+    return _Bundles(tmp_path_factory.mktemp("families"))
 
 
 def _pixels(count: int = 6, split: str = "test"):
@@ -106,7 +117,7 @@ def _recompute_manifest(manifest):
                    state=(StateSpec("history", "history_out", ("N", "T"), dtype="int64", grow_axis=1),))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", VARIANTS)
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(f"{k}{v}" for k, v in o.items()))
 def test_bundle_matches_module_and_recompute(bundles, family, opts):
     model, path = bundles[family]
@@ -135,8 +146,9 @@ def test_bundle_matches_module_and_recompute(bundles, family, opts):
     assert len(lengths) > 1, "every caption has the same length: the test would not exercise stopping"
 
 
-def test_attention_maps(bundles):
-    _, path = bundles["show-attend-tell"]
+@pytest.mark.parametrize("variant", ["show-attend-tell", "show-attend-tell-gru"])
+def test_attention_maps(bundles, variant):
+    _, path = bundles[variant]
     frame = next(iter(split_samples("test", count=1))).image
     with EdgeCaptioner(path) as captioner:
         for opts in (dict(num_beams=1), dict(num_beams=3, num_return_sequences=2)):
@@ -158,6 +170,9 @@ def test_manifest_declares_the_family(bundles):
     assert rnn.decoder_step.inputs == ("input_ids", "h", "c")      # memory that only seeds the state is not fed
     sat = EdgeCaptioner(bundles["show-attend-tell"][1]).manifest
     assert sat.step_extras == ("attention",) and sat.attention_grid == (6, 6)
+    gru = EdgeCaptioner(bundles["show-attend-tell-gru"][1]).manifest
+    assert gru.memory == ("features", "keys", "init_h") and [s.input for s in gru.state] == ["h"]
+    assert gru.decoder_step.inputs == ("input_ids", "features", "keys", "h")
     tf = EdgeCaptioner(bundles["cnn-transformer"][1]).manifest
     assert tf.tokens_per_step is None and tf.state[0].grow_axis == 2
 
@@ -206,13 +221,15 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
-def test_trained_family_is_exact_on_the_test_split(family, tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_trained_family_is_exact_on_the_test_split(variant, tmp_path):
     """A model trained for a few minutes (real, varied captions): ONNX bundle = PyTorch module =
     full recompute on 100 test-split images, greedy and beam 3."""
     from edge_caption.export.train import train
 
-    train(family, tmp_path / "run", steps=300, eval_every=300, train_count=4000, val_count=100, progress=False)
+    family, config = VARIANTS[variant]
+    train(family, tmp_path / "run", steps=300, eval_every=300, train_count=4000, val_count=100, progress=False,
+          **config)
     model = families.load(tmp_path / "run")
     path = export(model, tmp_path / "bundle.ecap", progress=False)
     captioner = EdgeCaptioner(path, backend="onnxruntime")
