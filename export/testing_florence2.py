@@ -37,7 +37,7 @@ def tiny_florence2(seed: int = 0, eos_token_id=F2_EOS, eos_logit_bias: float = F
 
     _seeded(seed)
     text = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
                 bos_token_id=F2_BOS, pad_token_id=F2_PAD, eos_token_id=F2_EOS, decoder_start_token_id=F2_EOS,
                 init_std=1.0, tie_word_embeddings=False)
     # untied: a tied head scores the fed token highest, so random weights would repeat one id

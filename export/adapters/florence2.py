@@ -61,6 +61,9 @@ def split(model, processor, prompt: str | None = None) -> SplitModel:
                           f"(id {image_token}) alone; this layout is not supported")
 
     text_config = model.config.text_config
+    if len(ids) > text_config.max_position_embeddings:
+        raise ExportError(f"the task {task!r} makes {len(ids)} encoder tokens, more than the model's "
+                          f"{text_config.max_position_embeddings} positions")
     decoder = model.model.language_model.decoder
     layers, heads = text_config.decoder_layers, text_config.decoder_attention_heads
     gen = model.generation_config
