@@ -93,7 +93,8 @@ def test_the_task_is_the_processors_and_the_ids_follow_generate():
     ids = f2.encoder_ids(processor)[0].tolist()
     assert ids[:17] == [f2.F2_IMAGE] * 17 and ids[17] == f2.F2_BOS and ids[-1] == f2.F2_EOS
     assert processor.tokenizer.decode(ids[18:-1]) == "What does the image describe?"
-    assert split.encoder.text_ids[0].tolist() == ids[17:]
+    want = model.model.get_input_embeddings()(torch.tensor([ids[17:]]))
+    assert torch.equal(split.encoder.text_embeds, want)
     detailed = split_model(model, processor=processor, prompt="<DETAILED_CAPTION>")
     pixels = pixel_values(2)
     # memory holds one row per encoder token: the image's and the task's

@@ -130,15 +130,21 @@ class Florence2Encoder(torch.nn.Module):
 
     def __init__(self, model, text_ids: list[int]):
         super().__init__()
-        self.model = model.model
-        self.cross_kv = BartCrossKV(self.model.language_model.decoder)
-        self.register_buffer("text_ids", torch.tensor([text_ids]), persistent=False)
+        inner = model.model
+        self.vision, self.projector = inner.vision_tower, inner.multi_modal_projector
+        self.encoder = inner.language_model.encoder
+        self.cross_kv = BartCrossKV(inner.language_model.decoder)
+        # the task's rows of BART's shared, scaled table, looked up once as generate() looks them up: the
+        # graph holds those rows, not the whole vocabulary (157 MB for Florence-2-base)
+        with torch.no_grad():
+            self.register_buffer("text_embeds", inner.get_input_embeddings()(torch.tensor([text_ids])),
+                                 persistent=False)
 
     def forward(self, pixel_values: torch.Tensor):
-        image = self.model.get_image_features(pixel_values).pooler_output
-        # the same embedding generate() looks the ids up in (BART's shared, scaled table)
-        text = self.model.get_input_embeddings()(self.text_ids).expand(image.shape[0], -1, -1)
-        hidden = bart_encode(self.model.language_model.encoder, torch.cat([image.to(text.dtype), text], dim=1))
+        # Florence2Model.get_image_features: the DaViT tower's last stage, then the projector
+        image = self.projector(self.vision(pixel_values).last_hidden_state)
+        text = self.text_embeds.expand(image.shape[0], -1, -1)
+        hidden = bart_encode(self.encoder, torch.cat([image.to(text.dtype), text], dim=1))
         return tuple(t for pair in self.cross_kv(hidden) for t in pair)
 
 
