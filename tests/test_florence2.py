@@ -178,6 +178,10 @@ def test_a_bundle_refuses_another_tasks_prompt(bundles):
                           text=True, timeout=300)
     assert info.returncode == 0, info.stderr
     assert "prompt     <CAPTION> (the task baked in at export" in info.stdout
+    cli = [sys.executable, "-m", "edge_caption.cli", "caption", str(bundle), "--sample", "--backend", "onnxruntime"]
+    refused = subprocess.run([*cli, "--prompt", "<OD>"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "Florence-2 task '<CAPTION>'" in refused.stderr, refused.stderr
+    assert subprocess.run([*cli, "--prompt", "<CAPTION>"], capture_output=True, timeout=300).returncode == 0
 
 
 @pytest.mark.slow
