@@ -15,6 +15,7 @@ from .decoding.contract import DeviceLoopBackend
 from .errors import BundleError, BundleNotFoundError, EdgeCaptionError, FrameError
 from .options import DecodeOptions, check_names
 from .preprocess import preprocess, to_rgb_uint8
+from .prompts import check_prompt
 from .tokenizer import Detokenizer
 from .types import Caption
 
@@ -59,6 +60,7 @@ class EdgeCaptioner:
                  threads: int | None = None, cuda_graphs: bool = True, **decoding_defaults: Any):
         self.bundle = Bundle.open(engine if engine is not None else default_bundle_path())
         manifest = self.bundle.manifest
+        check_prompt(manifest, decoding_defaults.pop("prompt", None))
         check_names(decoding_defaults)
         self.defaults = DecodeOptions.from_mapping(manifest.decoding).replace(**decoding_defaults)
         self._detokenizer = Detokenizer(self.bundle.file(manifest.tokenizer.file),
@@ -84,7 +86,9 @@ class EdgeCaptioner:
     def caption_batch(self, frames: Iterable[Any], *, color: str = "bgr", return_attention: bool = False,
                       **decoding: Any) -> list[Caption]:
         """Caption several frames (each as `caption()` takes it) in one encode and one decode; one
-        `Caption` per frame, in order. `return_attention` as for `caption()`."""
+        `Caption` per frame, in order. `return_attention` as for `caption()`. `prompt=` may name the
+        prompt the bundle was exported with (e.g. Florence-2's "<CAPTION>"); another one is an OptionError."""
+        check_prompt(self.manifest, decoding.pop("prompt", None))
         options = self.defaults.replace(**decoding)
         start = time.perf_counter()
         if isinstance(frames, np.ndarray) and frames.ndim < 4:
@@ -110,6 +114,7 @@ class EdgeCaptioner:
 
     def caption_pixels(self, pixel_values: np.ndarray, **decoding: Any) -> list[Caption]:
         """Caption already preprocessed float32 [B,3,H,W] pixel values (no resizing or normalising)."""
+        check_prompt(self.manifest, decoding.pop("prompt", None))
         options = self.defaults.replace(**decoding)
         start = time.perf_counter()
         return self._run(self._check_pixels(pixel_values), options, start, start)

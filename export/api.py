@@ -90,7 +90,7 @@ def export(
         if isinstance(model, (str, Path)) and not is_model_dir(model):
             processor, tokenizer = _load_helpers(Path(model), processor, tokenizer)
         say("splitting the model into encoder and decoder step")
-        split = split_model(model, prompt=prompt, tokenizer=tokenizer)
+        split = split_model(model, prompt=prompt, tokenizer=tokenizer, processor=processor)
         tokenizer = tokenizer if tokenizer is not None else split.tokenizer
         if tokenizer is None:
             raise ExportError("export() needs the model's tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")
@@ -163,6 +163,7 @@ def manifest_for(split: Any, preprocess: Preprocess, tokenizer: TokenizerSpec, *
         tokens_per_step=split.tokens_per_step,
         static_step=static_step,
         torch_programs=torch_programs,
+        prompt=getattr(split, "prompt", None),
         created_by=_versions(),
     )
 

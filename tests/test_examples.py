@@ -27,3 +27,13 @@ def test_git_example(tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "generate() gives the same tokens: True" in run.stdout
+
+
+@pytest.mark.slow
+def test_florence2_example(tmp_path):
+    """examples/florence2.py: one task's bundle, generate()'s tokens, and another task refused."""
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "florence2.py"), "--out", str(tmp_path / "f.ecap")],
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "generate() gives the same tokens: True" in run.stdout
+    assert "task:     <CAPTION>" in run.stdout and "another task is refused" in run.stdout

@@ -23,7 +23,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     images, problems = find_images(rest)
     if not images:
         raise ImageNotFoundError("nothing to caption: " + "; ".join(problems))
-    with EdgeCaptioner(bundle, backend=args.backend) as captioner:
+    with EdgeCaptioner(bundle, backend=args.backend, prompt=args.prompt) as captioner:
         for path in images:
             try:
                 caption = captioner.caption(str(path), **decoding(args))
@@ -73,5 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", help="the bundle (default: first argument if it is a bundle, else the shipped model)")
     p.add_argument("--backend", default="auto", help="auto | tensorrt | torch-cuda | onnxruntime")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--prompt", help="the prompt the bundle was exported with (e.g. Florence-2's \"<CAPTION>\"); "
+                   "another one is refused with the export command that makes a bundle for it")
     decoding_flags(p)
     p.set_defaults(func=cmd_caption)

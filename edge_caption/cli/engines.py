@@ -42,6 +42,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         grid = f" over a {m.attention_grid[0]}x{m.attention_grid[1]} grid" if m.attention_grid else ""
         print(f"extras     {', '.join(m.step_extras)}{grid} (caption(..., return_attention=True))")
     print(f"engines    {', '.join(f'{e.graph} sm_{e.compute_capability} TRT {e.tensorrt_version}' for e in m.engines) or 'none (ONNX only)'}")
+    if m.prompt is not None:
+        task = "task" if m.family == "florence2" else "prompt"
+        print(f"prompt     {m.prompt} (the {task} baked in at export; another one needs another bundle)")
     print(f"decoding   {', '.join(f'{k}={v}' for k, v in m.decoding.items())}")
     print(f"made by    {', '.join(f'{k} {v}' for k, v in m.created_by.items())}")
     for backend, verdict in runnable.items():
@@ -165,7 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", default="onnx", help="comma-separated: onnx (always), tensorrt (adds the "
                    "TensorRT-shaped decoder step that `build` makes engines from), torch (adds it and "
                    "torch.export programs for backend torch-cuda)")
-    p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP, GIT)")
+    p.add_argument("--prompt", help="a text prefix every caption starts with (BLIP, GIT), or Florence-2's task "
+                   "(default \"<CAPTION>\"; also \"<DETAILED_CAPTION>\", \"<MORE_DETAILED_CAPTION>\")")
     p.add_argument("--name", help="the model name recorded in the bundle")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     p.set_defaults(func=cmd_export)

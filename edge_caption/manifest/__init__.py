@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import BundleError
 from .loader import build, plain
 
-FORMAT_VERSION = 2      # 2 added `static_step` and `torch_programs`; without them a bundle is format 1 (__post_init__)
+FORMAT_VERSION = 3      # 2 added `static_step` and `torch_programs`, 3 `prompt`; a bundle is the oldest format that holds it
 MANIFEST_FILE = "manifest.json"
 
 # Symbolic dimensions used in shapes: B images, N = B x beams rows, T cached tokens, L new tokens.
@@ -122,7 +122,9 @@ class Manifest:
     precision: the graphs' precision. step_extras: extra step outputs (attention weights);
     attention_grid: the (h, w) those attention positions form. tokens_per_step: 1 for steps that take
     one token (RNNs), None for any number. static_step: the TensorRT-shaped step, when exported.
-    torch_programs: torch.export programs for backend="torch-cuda". engines: TensorRT engines, each
+    torch_programs: torch.export programs for backend="torch-cuda". prompt: the prompt text baked
+    in at export (BLIP's prefix, Florence-2's task token such as "<CAPTION>"), None when none or given
+    as ids; a caption cannot change it. engines: TensorRT engines, each
     with its compute capability, TensorRT version and sha256. files: the sha256 of every file.
     created_by: the versions that made the bundle. format_version: the layout's version; a newer one
     than this runtime knows is a `BundleError` that says which release reads it.
@@ -145,6 +147,7 @@ class Manifest:
     tokens_per_step: int | None = None          # 1: the step takes one token (RNNs); None: any number
     static_step: StaticStepSpec | None = None   # the TensorRT-shaped step, when exported (targets "tensorrt")
     torch_programs: TorchPrograms | None = None  # for backend="torch-cuda" (targets "torch")
+    prompt: str | None = None                   # the prompt baked in at export: a BLIP prefix, a Florence-2 task
     engines: tuple[EngineSpec, ...] = ()
     files: dict[str, str] = field(default_factory=dict)   # relative path -> sha256
     created_by: dict[str, str] = field(default_factory=dict)
@@ -160,12 +163,12 @@ class Manifest:
     def __post_init__(self) -> None:
         # the oldest format that holds this bundle, so that an older runtime still reads a plain one
         newer = self.static_step is not None or self.torch_programs is not None
-        object.__setattr__(self, "format_version", 2 if newer else 1)
+        object.__setattr__(self, "format_version", 3 if self.prompt is not None else 2 if newer else 1)
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = plain(dataclasses.asdict(self))
-        for key in ("static_step", "torch_programs"):      # format 2's fields, absent from a format 1 file
+        for key in ("static_step", "torch_programs", "prompt"):    # newer formats' fields, absent when unused
             if data[key] is None:
                 del data[key]
         return data

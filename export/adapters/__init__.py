@@ -11,18 +11,20 @@ from .base import SplitModel
 SUPPORTED = ("VisionEncoderDecoderModel (ViT/DeiT/Swin/... + GPT-2 or BERT decoder)",
              "BlipForConditionalGeneration",
              "GitForCausalLM (single-image GIT, e.g. microsoft/git-base-coco)",
+             "Florence2ForConditionalGeneration (one task per bundle: --prompt \"<CAPTION>\")",
              "our reference families (show-tell, show-attend-tell, cnn-transformer; edge-caption train)")
 _BY_MODEL_TYPE = {"vision-encoder-decoder": "VisionEncoderDecoderModel", "blip": "BlipForConditionalGeneration",
-                  "git": "GitForCausalLM"}
+                  "git": "GitForCausalLM", "florence2": "Florence2ForConditionalGeneration"}
 
 __all__ = ["SplitModel", "split_model", "SUPPORTED"]
 
 
-def split_model(model_or_dir, *, prompt=None, tokenizer=None) -> SplitModel:
+def split_model(model_or_dir, *, prompt=None, tokenizer=None, processor=None) -> SplitModel:
     """Split a captioning model into the encoder / decoder-step contract.
 
     `model_or_dir`: an in-memory model or a local directory (loaded offline). `prompt`: a text prefix
-    (BLIP, GIT), as a string (tokenized with `tokenizer`, or the directory's tokenizer) or token ids."""
+    (BLIP, GIT), as a string (tokenized with `tokenizer`, or the directory's tokenizer) or token ids; or
+    Florence-2's task token (default "<CAPTION>"), expanded by `processor` (or the directory's)."""
     import torch
 
     model = _load(model_or_dir) if isinstance(model_or_dir, (str, Path)) else model_or_dir
@@ -42,7 +44,7 @@ def split_model(model_or_dir, *, prompt=None, tokenizer=None) -> SplitModel:
         from . import vision_encoder_decoder
 
         if prompt is not None:
-            raise ExportError("a text prompt is only supported for BLIP; VisionEncoderDecoderModel starts from "
+            raise ExportError("a prompt is only supported for BLIP and Florence-2; VisionEncoderDecoderModel starts from "
                               "its decoder_start_token_id")
         return vision_encoder_decoder.split(model)
     if cls == "BlipForConditionalGeneration":
@@ -55,15 +57,26 @@ def split_model(model_or_dir, *, prompt=None, tokenizer=None) -> SplitModel:
                 tokenizer = AutoTokenizer.from_pretrained(str(model_or_dir), local_files_only=True)
             if tokenizer is None:
                 raise ExportError("a text prompt needs the model's tokenizer: pass tokenizer=...")
-            prompt = list(tokenizer(prompt).input_ids)
+            split = blip.split(model, list(tokenizer(prompt).input_ids))
+            split.prompt = prompt
+            return split
         return blip.split(model, prompt)
     if cls == "GitForCausalLM":
         from . import git
 
         if isinstance(prompt, str):
             # GIT's model card: [CLS] + the prompt's tokens without special tokens; git.prompt_ids adds [CLS]
-            prompt = list(_tokenizer(model_or_dir, tokenizer)(prompt, add_special_tokens=False).input_ids)
+            ids = list(_tokenizer(model_or_dir, tokenizer)(prompt, add_special_tokens=False).input_ids)
+            split = git.split(model, ids)
+            split.prompt = prompt
+            return split
         return git.split(model, prompt)
+    if cls == "Florence2ForConditionalGeneration":
+        from . import florence2
+
+        if not hasattr(processor, "tokenizer") and isinstance(model_or_dir, (str, Path)):
+            processor = florence2.load_processor(model_or_dir)     # the directory's full processor
+        return florence2.split(model, processor, prompt)
     raise ExportError(f"{cls} is not supported for export; supported: {'; '.join(SUPPORTED)}")
 
 

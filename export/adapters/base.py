@@ -21,7 +21,7 @@ GENERATION_KEYS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_pena
 
 @dataclass
 class SplitModel:
-    family: str                     # "vision-encoder-decoder" | "blip"
+    family: str                     # "vision-encoder-decoder" | "blip" | "florence2" | ours
     name: str
     encoder: torch.nn.Module        # forward(pixel_values) -> tuple of memory tensors, in memory_names order
     step: torch.nn.Module           # forward(input_ids, *memory, *past) -> (logits, *present)
@@ -43,6 +43,7 @@ class SplitModel:
     recompute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None   # no-cache oracle
     preprocess: Preprocess | None = None            # when the model itself knows it
     tokenizer: Any = None                           # when the model carries its own tokenizer
+    prompt: str | None = None                       # the prompt text baked in (a BLIP prefix, a Florence-2 task)
 
     @property
     def num_layers(self) -> int:
