@@ -113,6 +113,6 @@ def test_the_reported_damage_is_refused_by_range():
         assert piece in text, text
     data = copy.deepcopy(SHIPPED)
     data["tokenizer"]["eos_token_ids"] = [SHIPPED["vocab_size"]]
-    with pytest.raises(BundleError, match="eos_token_ids 49 is outside the vocabulary"):
+    with pytest.raises(BundleError, match=f"eos_token_ids {SHIPPED['vocab_size']} is outside the vocabulary"):
         Manifest.from_dict(data)
     assert Path(default_bundle_path() / "manifest.json").is_file()
