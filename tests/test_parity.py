@@ -44,11 +44,19 @@ def test_bundle_matches_generate(exported, family, seed):
     model, bundle = exported(family, seed)
     pixels = np.random.default_rng(100 + seed).standard_normal((3, 3, IMAGE, IMAGE)).astype(np.float32)
     with EdgeCaptioner(bundle, backend="onnxruntime") as cap:
-        tok = cap.manifest.tokenizer
-        for grid in GRID:
-            opts = DecodeOptions(max_new_tokens=10).replace(**grid)
-            ref = reference(model, pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
-            got = []
-            for caption in cap.caption_pixels(pixels, **opts.to_dict()):
-                got += [caption.token_ids] + [alt.token_ids for alt in caption.alternatives]
-            assert got == ref, f"{family} seed {seed} {grid}"
+        grid_matches_generate(cap, model, pixels, f"{family} seed {seed}")
+
+
+def grid_matches_generate(cap: EdgeCaptioner, model, pixels: np.ndarray, label: str) -> list[tuple[int, ...]]:
+    """Caption `pixels` with every GRID option set, assert each gives generate()'s ids; all the ids returned."""
+    tok = cap.manifest.tokenizer
+    every = []
+    for grid in GRID:
+        opts = DecodeOptions(max_new_tokens=10).replace(**grid)
+        ref = reference(model, pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
+        got = []
+        for caption in cap.caption_pixels(pixels, **opts.to_dict()):
+            got += [caption.token_ids] + [alt.token_ids for alt in caption.alternatives]
+        assert got == ref, f"{label} {grid}"
+        every += got
+    return every

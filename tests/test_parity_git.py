@@ -16,7 +16,7 @@ from edge_caption.decoding import decode  # noqa: E402
 from edge_caption.export.testing import IMAGE  # noqa: E402
 from edge_caption.options import DecodeOptions  # noqa: E402
 
-from .test_parity import GRID, reference  # noqa: E402
+from .test_parity import GRID, grid_matches_generate, reference  # noqa: E402
 from .test_tensorrt_backend import trt  # noqa: E402,F401  (the TensorRT double, as a fixture)
 
 # each export takes ~30 s here: the default run keeps three bundles, `-m slow` adds the rest
@@ -36,18 +36,11 @@ def _tokens(backend, manifest, pixels, opts):
 def test_bundle_matches_generate(exported, family, seed):
     model, bundle = exported(family, seed)
     pixels = _pixels(seed)
-    stopped = 0
     with EdgeCaptioner(bundle, backend="onnxruntime") as cap:
         tok = cap.manifest.tokenizer
         assert cap.manifest.family == "git" and list(cap.manifest.memory)[:2] == ["prefix_key_0", "prefix_value_0"]
-        for grid in GRID:
-            opts = DecodeOptions(max_new_tokens=10).replace(**grid)
-            ref = reference(model, pixels, opts, len(tok.prompt_ids), set(tok.eos_token_ids))
-            got = []
-            for caption in cap.caption_pixels(pixels, **opts.to_dict()):
-                got += [caption.token_ids] + [alt.token_ids for alt in caption.alternatives]
-            assert got == ref, f"{family} seed {seed} {grid}"
-            stopped += sum(1 for ids in got if ids and ids[-1] in tok.eos_token_ids)
+        got = grid_matches_generate(cap, model, pixels, f"{family} seed {seed}")
+    stopped = sum(1 for ids in got if ids and ids[-1] in tok.eos_token_ids)
     assert stopped > 0, "no caption stopped on an EOS: the test would not exercise stopping"
 
 
