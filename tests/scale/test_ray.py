@@ -94,7 +94,8 @@ def test_same_captions_as_a_serial_loop_with_an_actor_killed(local_ray, recordin
     assert "cannot decode" in errors[0]["error"]
     got = {(r["path"], r["frame_time"]): r["caption"] for r in rows if r["error"] is None}
     assert got == expected
-    assert {r["model"] for r in rows} == {"scenes-show-attend-tell@1"}
+    shipped = EdgeCaptioner().manifest
+    assert {r["model"] for r in rows} == {f"{shipped.name}@{shipped.version}"}
     assert list(rows[0])[:len(COLUMNS)] == list(COLUMNS)
 
 
