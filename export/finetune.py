@@ -38,14 +38,9 @@ def finetune(init: str | Path, out: str | Path, *, method: str, steps: int = DEF
     """Fine-tune the run in `init` (a folder `edge-caption train` wrote) by `method` for `steps` batches of
     `batch_size` images x `draws` sampled captions; write the best by val CIDEr to `out` (a training run
     `edge-caption export --model` reads). `judge_warmup`: discriminator-only steps before "gan" starts."""
-    from . import families
-
     if method not in METHODS:
         raise OptionError(f"unknown fine-tuning method {method!r}; choose one of: {', '.join(METHODS)}")
-    if not families.is_model_dir(init):
-        raise OptionError(f"--init {init} is not a run written by `edge-caption train` (no config.json with "
-                          "'edge_caption_family'); train one first: edge-caption train --family show-attend-tell "
-                          "--out RUN")
+    run_family(init)        # a folder that is not a training run is refused before anything is written
     if draws < 1 or steps < 1 or batch_size < 2:
         raise OptionError(f"steps and draws must be >= 1 and the batch size >= 2 (a mismatched caption comes from "
                           f"another image of the batch); got {steps}, {draws}, {batch_size}")
