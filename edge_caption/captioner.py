@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import cv2
 import numpy as np
 
 from .backends import create_backend
@@ -14,7 +15,7 @@ from .decoding import decode
 from .decoding.contract import DeviceLoopBackend
 from .errors import BundleError, BundleNotFoundError, EdgeCaptionError, FrameError
 from .options import DecodeOptions, check_names
-from .preprocess import preprocess, to_rgb_uint8
+from .preprocess import letterbox_box, preprocess, to_rgb_uint8
 from .prompts import check_prompt
 from .tokenizer import Detokenizer
 from .types import Caption
@@ -37,10 +38,19 @@ def _plain(frame: Any) -> bool:
         and frame.size > 0
 
 
-def _maps(trace: np.ndarray | None, grid: tuple[int, int] | None) -> np.ndarray | None:
+def _maps(trace: np.ndarray | None, grid: tuple[int, int] | None, spec: Any = None,
+          frame_size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """The attention trace as maps over the frame: the grid, or, when the frame was letterboxed, the
+    grid resampled to the encoder's pixels and cut to the frame's part (the bars are not the frame)."""
     if trace is None or grid is None:
         return None
-    return np.ascontiguousarray(trace.reshape(len(trace), *grid), dtype=np.float32)
+    maps = np.ascontiguousarray(trace.reshape(len(trace), *grid), dtype=np.float32)
+    if frame_size is None or spec.fit != "letterbox":
+        return maps
+    top, left, nh, nw = letterbox_box(*frame_size, tuple(spec.size))
+    h, w = spec.size
+    full = [cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in maps]
+    return np.ascontiguousarray(np.stack(full)[:, top:top + nh, left:left + nw]) if full else maps
 
 
 class EdgeCaptioner:
@@ -80,7 +90,9 @@ class EdgeCaptioner:
         BGRA/RGBA, a PIL image, or an image path).
 
         `return_attention=True`: for families that attend (show-attend-tell), `Caption.attention` is
-        float32 [tokens, h, w], where each generated token looked (see `edge_caption.stream.overlay`)."""
+        float32 [tokens, h, w], where each generated token looked over the frame (see
+        `edge_caption.stream.overlay`): the encoder's grid, or for a letterbox bundle that grid at the
+        encoder's pixels cut to the frame's part."""
         return self.caption_batch([frame], color=color, return_attention=return_attention, **decoding)[0]
 
     def caption_batch(self, frames: Iterable[Any], *, color: str = "bgr", return_attention: bool = False,
@@ -101,7 +113,8 @@ class EdgeCaptioner:
         if on_device and color in ("bgr", "rgb") and all(_plain(f) for f in frames):
             # OpenCV frames go to the device as they are: uint8 travels, the device resizes and swaps
             pixels = self._backend.preprocess_frames(frames, color)
-            return self._run(pixels, options, start, time.perf_counter(), return_attention)
+            return self._run(pixels, options, start, time.perf_counter(), return_attention,
+                             [f.shape[:2] for f in frames])
         rgb = []
         for i, frame in enumerate(frames):
             try:
@@ -110,7 +123,7 @@ class EdgeCaptioner:
                 raise type(exc)(f"frame {i}: {exc}") if len(frames) > 1 else exc
         pixels = (self._backend.preprocess_frames(rgb, "rgb") if on_device
                   else preprocess(rgb, self.manifest.preprocess))
-        return self._run(pixels, options, start, time.perf_counter(), return_attention)
+        return self._run(pixels, options, start, time.perf_counter(), return_attention, [f.shape[:2] for f in rgb])
 
     def caption_pixels(self, pixel_values: np.ndarray, **decoding: Any) -> list[Caption]:
         """Caption already preprocessed float32 [B,3,H,W] pixel values (no resizing or normalising)."""
@@ -138,7 +151,7 @@ class EdgeCaptioner:
         return np.ascontiguousarray(pixel_values)
 
     def _run(self, pixels: np.ndarray, options: DecodeOptions, start: float, preprocessed: float,
-             return_attention: bool = False) -> list[Caption]:
+             return_attention: bool = False, frame_sizes: list | None = None) -> list[Caption]:
         grid = self.manifest.attention_grid
         trace = "attention" if return_attention and grid and "attention" in self.manifest.step_extras else None
         try:
@@ -166,9 +179,10 @@ class EdgeCaptioner:
             **(device_timings or {}),
         }
         captions = []
-        for per_image in hypotheses:
-            made = [Caption(self._detokenizer.decode(h.token_ids), h.token_ids, h.score, attention=_maps(h.trace, grid))
-                    for h in per_image]
+        for i, per_image in enumerate(hypotheses):
+            size = frame_sizes[i] if frame_sizes else None
+            made = [Caption(self._detokenizer.decode(h.token_ids), h.token_ids, h.score,
+                            attention=_maps(h.trace, grid, self.manifest.preprocess, size)) for h in per_image]
             timings_now = {**timings, "total": (time.perf_counter() - start) * 1e3}
             captions.append(Caption(made[0].text, made[0].token_ids, made[0].score, timings_now, tuple(made[1:]),
                                     made[0].attention))

@@ -231,9 +231,28 @@ def _lut(rescale: float, mean: tuple, std: tuple) -> np.ndarray:
     return np.ascontiguousarray(((v[None, :] - m[:, None]) / s[:, None]).astype(np.float32))
 
 
-def preprocess_one(rgb: np.ndarray, spec: Any, out: np.ndarray | None = None) -> np.ndarray:
-    """One uint8 RGB [H,W,3] frame -> float32 [3,h,w] pixel values."""
+def letterbox_box(h: int, w: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of an [h,w] frame scaled into `size` whole, aspect kept, centred."""
+    oh, ow = size
+    scale = min(oh / h, ow / w)
+    nh, nw = min(oh, max(1, round(h * scale))), min(ow, max(1, round(w * scale)))
+    return (oh - nh) // 2, (ow - nw) // 2, nh, nw
+
+
+def _letterbox(img: np.ndarray, spec: Any) -> np.ndarray:
+    top, left, nh, nw = letterbox_box(*img.shape[:2], tuple(spec.size))
+    canvas = np.empty((*spec.size, 3), np.uint8)
+    canvas[:] = np.asarray(spec.fill, np.uint8)
+    canvas[top:top + nh, left:left + nw] = resize_uint8(img, (nh, nw), spec.resize)
+    return canvas
+
+
+def fit_uint8(rgb: np.ndarray, spec: Any) -> np.ndarray:
+    """The spec's geometry alone: uint8 RGB [H,W,3] -> uint8 RGB [h,w,3] at the encoder's size
+    (resize, or letterbox, then any center crop), before the channel order and normalisation."""
     img = rgb
+    if spec.fit == "letterbox":
+        return _letterbox(img, spec)
     if spec.shortest_edge:
         img = resize_uint8(img, _shortest_edge_size(*img.shape[:2], spec.shortest_edge), spec.resize)
     elif spec.resize_to:
@@ -242,6 +261,12 @@ def preprocess_one(rgb: np.ndarray, spec: Any, out: np.ndarray | None = None) ->
         img = resize_uint8(img, tuple(spec.size), spec.resize)
     if spec.center_crop:
         img = _center_crop(img, tuple(spec.size))
+    return img
+
+
+def preprocess_one(rgb: np.ndarray, spec: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """One uint8 RGB [H,W,3] frame -> float32 [3,h,w] pixel values."""
+    img = fit_uint8(rgb, spec)
     if spec.color == "bgr":
         img = img[..., ::-1]
     lut = _lut(float(spec.rescale), tuple(spec.mean), tuple(spec.std))

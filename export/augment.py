@@ -10,8 +10,9 @@ noise, texture, gradient, tiny frames blown up, black or white) are captioned `E
 
 Words follow the generator's rules: the size word is "small" when the radius is under 0.1125 of the
 frame's shorter side (halfway between the generator's two radii), the region is `region_of` the
-centre, relations and counts are `describe`'s. Frames are resized to the model's input size with the
-runtime's own resize (`resize_uint8`), so the model sees what the bundle's preprocessing gives it.
+centre, relations and counts are `describe`'s. Frames are brought to the model's input size by the
+runtime's own geometry (`fit_uint8`: a stretch or a letterbox, as the bundle's spec says), so the model
+sees what the bundle's preprocessing gives it.
 
 numpy + OpenCV only, deterministic from a seed; the evaluation side's renderers are never used.
 """
@@ -25,13 +26,15 @@ import cv2
 import numpy as np
 
 from edge_caption.evaluation.scenes import (COLORS, EMPTY_CAPTION, SHAPES, Thing, _apart, _polygon, background,
-                                            describe, region_of)
-from edge_caption.preprocess import resize_uint8
+                                            describe)
+from edge_caption.manifest import Preprocess
+from edge_caption.preprocess import fit_uint8
 
 SMALL_BELOW = 0.1125            # radius / shorter side: under it "small", else "large"
 SIZE_GAP = 0.008                # radii this close to the boundary are not drawn (their word is a coin toss)
 ASPECTS = (1.0, 4 / 3, 16 / 9)
 DRAW_LONG = 160                 # the longest side we draw at (see _frame_size)
+TRAIN_SPEC = Preprocess(size=(96, 96))     # the reference families' input: a bilinear stretch to 96 x 96
 STREAM = 23                     # numpy seed stream of augmented batches (the splits use 1-3, videos 9)
 
 
@@ -282,9 +285,10 @@ def empty_view(rng: np.random.Generator) -> np.ndarray:
     return camera(rng, img, ratio) if kind != 4 or rng.random() < 0.5 else np.clip(img, 0, 255).astype(np.uint8)
 
 
-def augmented_batch(seed: int, step: int, objects: int, empty: int, size: tuple[int, int] = (96, 96)
+def augmented_batch(seed: int, step: int, objects: int, empty: int, spec: Preprocess = TRAIN_SPEC
                     ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
-    """`objects` object views then `empty` empty views for training step `step`, resized to `size`.
+    """`objects` object views then `empty` empty views for training step `step`, brought to the model's
+    input size by `spec`'s geometry (a stretch or a letterbox), as the bundle will bring a camera's frames.
 
     Returns BGR uint8 [objects + empty, h, w, 3] and each frame's captions; the same for the same
     (seed, step, objects, empty)."""
@@ -297,12 +301,13 @@ def augmented_batch(seed: int, step: int, objects: int, empty: int, size: tuple[
     for _ in range(empty):
         frames.append(empty_view(rng))
         captions.append((EMPTY_CAPTION,))
-    images = np.stack([resize_uint8(f, size, "bilinear") for f in frames]) if frames else \
-        np.zeros((0, *size, 3), np.uint8)
+    # fit_uint8 takes RGB (a letterbox's bars are an RGB colour): flip in, flip back out
+    images = np.stack([fit_uint8(f[..., ::-1], spec)[..., ::-1] for f in frames]) if frames else \
+        np.zeros((0, *spec.size, 3), np.uint8)
     return images, captions
 
 
-def batches(seed: int, objects: int, empty: int, steps: int, size: tuple[int, int] = (96, 96), *, ahead: int = 4
+def batches(seed: int, objects: int, empty: int, steps: int, spec: Preprocess = TRAIN_SPEC, *, ahead: int = 4
             ) -> Iterator[tuple[np.ndarray, list[tuple[str, ...]]]]:
     """`augmented_batch(seed, step, ...)` for steps 1..`steps`, drawn `ahead` steps early in a thread,
     so drawing overlaps training (OpenCV and numpy release the GIL; the batches are the same)."""
@@ -316,7 +321,7 @@ def batches(seed: int, objects: int, empty: int, steps: int, size: tuple[int, in
         try:
             for step in range(1, steps + 1):
                 while len(pending) < ahead and step + len(pending) <= steps:
-                    pending.append(pool.submit(augmented_batch, seed, step + len(pending), objects, empty, size))
+                    pending.append(pool.submit(augmented_batch, seed, step + len(pending), objects, empty, spec))
                 yield pending.popleft().result()
         finally:
             for future in pending:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_caption.errors import OptionError
+from edge_caption.manifest import FIT_MODES
 
 METHODS = ("scst", "gan")
 DEFAULT_STEPS = 300
@@ -198,7 +199,8 @@ def _judge(model, rng, torch, *, lr: float):
     return score, update
 
 
-def check_options(*, init: str | None, method: str | None, family: str | None, cell: str | None) -> None:
+def check_options(*, init: str | None, method: str | None, family: str | None, cell: str | None,
+                  fit: str | None = None) -> None:
     """The CLI's combinations of --init/--finetune/--family/--cell, each refusal saying what to do.
 
     `--init RUN` alone trains RUN further with cross-entropy; with `--finetune` it fine-tunes RUN."""
@@ -211,6 +213,11 @@ def check_options(*, init: str | None, method: str | None, family: str | None, c
         raise OptionError("--cell comes from the --init run: drop it")
     if method and family:
         raise OptionError("--family comes from the --init run when fine-tuning: drop it")
+    if method and fit:
+        raise OptionError("--fit comes from the --init run when fine-tuning (its frames are the square train split): "
+                          "drop it, or change it with a cross-entropy run: --init RUN --fit letterbox")
+    if fit and fit not in FIT_MODES:
+        raise OptionError(f"unknown --fit {fit!r}; choose one of: {', '.join(FIT_MODES)}")
     if not init and not family:
         raise OptionError("train needs --family (show-tell | show-attend-tell | cnn-transformer), or --init RUN_DIR "
                           "to go on from a trained run (with --finetune scst|gan to fine-tune it)")

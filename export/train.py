@@ -28,13 +28,15 @@ DEFAULT_EMPTY = 0.12
 def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_size: int = 64, lr: float | None = None,
           seed: int = 0, eval_every: int = 500, train_count: int | None = None, val_count: int = 500,
           threads: int | None = None, augment: float = DEFAULT_AUGMENT, empty: float = DEFAULT_EMPTY,
-          init: str | Path | None = None, overwrite: bool = False, progress: bool = True,
+          init: str | Path | None = None, fit: str | None = None, overwrite: bool = False, progress: bool = True,
           **model_config: Any) -> dict[str, Any]:
     """Train `family` for `steps` batches and save the best (by val CIDEr) weights in `out`.
 
     `augment` and `empty` are the shares of each batch that `export/augment.py` draws (augmented
     object scenes, empty views); 0 and 0 train on the generated train split alone. `init`: start from
-    the weights of an earlier run (its directory) instead of fresh ones, to train on.
+    the weights of an earlier run (its directory) instead of fresh ones, to train on. `fit`: how frames of
+    another aspect meet the square input, "stretch" or "letterbox" (kept aspect, grey bars); None: the
+    `init` run's, else stretch. A run may change it: the weights do not depend on it.
 
     Writes `out/config.json` + `out/weights.pt` (what `edge-caption export --model out` reads),
     `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`,
@@ -44,6 +46,10 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
 
     if family not in families.FAMILIES:
         raise ExportError(f"unknown family {family!r}; choose one of: {', '.join(families.FAMILIES)}")
+    from edge_caption.manifest import FIT_MODES
+
+    if fit is not None and fit not in FIT_MODES:
+        raise ExportError(f"unknown fit {fit!r}; choose one of: {', '.join(FIT_MODES)}")
     if not (0 <= augment and 0 <= empty and augment + empty <= 1):
         raise ExportError(f"augment ({augment}) and empty ({empty}) are shares of a batch: each >= 0, "
                           "together at most 1 (e.g. --augment 0.5 --empty 0.12)")
@@ -52,12 +58,13 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     with staging(out, overwrite, kind=TRAINING_RUN, sources=[init] if init is not None else []) as scratch:
         return _train(family, Path(out), scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       eval_every=eval_every, train_count=train_count, val_count=val_count, threads=threads,
-                      augment=augment, empty=empty, init=init, progress=progress, **model_config)
+                      augment=augment, empty=empty, init=init, fit=fit, progress=progress, **model_config)
 
 
 def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int, lr: float | None, seed: int,
            eval_every: int, train_count: int | None, val_count: int, threads: int | None, augment: float,
-           empty: float, init: str | Path | None, progress: bool, **model_config: Any) -> dict[str, Any]:
+           empty: float, init: str | Path | None, fit: str | None, progress: bool, **model_config: Any
+           ) -> dict[str, Any]:
     """train()'s work, written into `scratch`, which becomes `out` when it returns."""
     import torch
 
@@ -72,6 +79,8 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
 
     images, captions = training_data(train_count, progress=say)
     model = families.create(family, seed=seed, **model_config) if init is None else _start_from(init, family, seed)
+    if fit is not None:
+        model.config["fit"] = fit
     vocab = {w: i for i, w in enumerate(model.vocab)}
     encoded = [[np.asarray(encode_caption(c, vocab), dtype=np.int64) for c in caps] for caps in captions]
     val = list(split_samples("val", count=val_count))
@@ -87,7 +96,7 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     if n_augment + n_empty:
         from .augment import batches
 
-        extras = batches(seed, n_augment, n_empty, steps, spec.size)
+        extras = batches(seed, n_augment, n_empty, steps, spec)
 
     log = (scratch / "train_log.jsonl").open("w")
     best: dict[str, Any] = {"CIDEr": -1.0}
@@ -126,7 +135,7 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     if extras is not None:
         extras.close()
     summary = {"family": family, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
-               "augment": augment, "empty": empty, "init": None if init is None else str(init),
+               "augment": augment, "empty": empty, "init": None if init is None else str(init), "fit": spec.fit,
                "train_images": len(images), "val_images": len(val), "best_val": best,
                "train_time_s": round(time.perf_counter() - started, 1), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters())}

@@ -153,3 +153,17 @@ def test_runtime_never_imports_torch(bundle):
             f"c = EdgeCaptioner({str(bundle)!r}); c.caption(np.zeros((8, 8, 3), np.uint8)); "
             f"assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_letterboxed_attention_maps_cover_the_frame_not_the_bars():
+    from edge_caption.captioner import _maps
+    from edge_caption.manifest import Preprocess
+
+    trace = np.zeros((2, 36), np.float32)
+    trace[0, 6 * 1 + 0] = 1.0          # grid row 1, column 0: input rows 16-32, the frame's top-left
+    stretched = _maps(trace, (6, 6), Preprocess(size=(96, 96)), (540, 960))
+    assert stretched.shape == (2, 6, 6) and stretched[0, 1, 0] == 1.0
+    boxed = _maps(trace, (6, 6), Preprocess(size=(96, 96), fit="letterbox"), (540, 960))
+    assert boxed.shape == (2, 54, 96)                   # a 16:9 frame fills 54 of the 96 rows, from row 21
+    y, x = np.unravel_index(boxed[0].argmax(), boxed[0].shape)
+    assert y < 12 and x < 16

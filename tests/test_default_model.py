@@ -89,7 +89,16 @@ def test_attention_overlay_draws_on_the_frame():
     drawn = annotate(frame, caption, truth=SAMPLE_CAPTIONS[0])
     assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)
     if captioner.manifest.attention_grid:
-        assert caption.attention.shape[1:] == captioner.manifest.attention_grid
+        assert caption.attention.shape[1:] == _attention_shape(captioner.manifest, frame)
+
+
+def _attention_shape(manifest, frame: np.ndarray) -> tuple[int, int]:
+    """The maps' shape for this frame: the grid, or a letterbox bundle's frame part at the encoder's pixels."""
+    if manifest.preprocess.fit == "letterbox":
+        from edge_caption.preprocess import letterbox_box
+
+        return letterbox_box(*frame.shape[:2], manifest.preprocess.size)[2:]
+    return manifest.attention_grid
 
 
 def test_caption_batch_returns_attention_when_asked():
@@ -99,8 +108,8 @@ def test_caption_batch_returns_attention_when_asked():
         batch = captioner.caption_batch(frames, return_attention=True, num_beams=2)
         alone = [captioner.caption(frame, return_attention=True, num_beams=2) for frame in frames]
         plain = captioner.caption_batch(frames, num_beams=2)
-    for caption, single, untraced in zip(batch, alone, plain):
-        assert caption.attention.shape == (len(caption.token_ids), 6, 6)
+    for frame, caption, single, untraced in zip(frames, batch, alone, plain):
+        assert caption.attention.shape == (len(caption.token_ids), *_attention_shape(captioner.manifest, frame))
         assert np.allclose(caption.attention, single.attention, atol=1e-5)
         assert caption.token_ids == single.token_ids == untraced.token_ids and untraced.attention is None
 

@@ -36,6 +36,10 @@ SPECS = {
     "resize-to-crop": Preprocess(size=(64, 48), resize="lanczos", resize_to=(80, 70), center_crop=True, **IMAGENET),
     "crop-only": Preprocess(size=(64, 64), center_crop=True, rescale=1 / 127.5, **HALF),   # pads small frames
     **{f"mode-{m}": Preprocess(size=(61, 47), resize=m, **IMAGENET) for m in RESIZE_MODES},
+    # aspect kept, bars of a colour whose channels differ, so a swapped fill shows
+    "letterbox": Preprocess(size=(64, 64), fit="letterbox", fill=(200, 30, 90), **HALF),
+    "letterbox-wide-bgr": Preprocess(size=(48, 80), resize="bicubic", fit="letterbox", fill=(10, 120, 250),
+                                     color="bgr", **IMAGENET),
 }
 # (h, w): 1x1, odd, camera sizes, and the two pass orders (a tall frame shrinks its height first)
 SIZES = [(1, 1), (2, 3), (37, 53), (480, 640), (720, 1280), (13, 400), (400, 13)]
@@ -95,7 +99,7 @@ def test_plans_are_cached_per_size_and_bounded():
     assert len(prep._plans) == module._PLANS_KEPT
 
 
-@pytest.mark.parametrize("name", ["vit", "shortest-edge-crop-bgr"])
+@pytest.mark.parametrize("name", ["vit", "shortest-edge-crop-bgr", "letterbox", "letterbox-wide-bgr"])
 def test_bgr_frames_swapped_on_the_device(name):
     bgr = [_frame(480, 640), _frame(37, 53)]
     got = DevicePreprocessor(SPECS[name], "cpu")(bgr, color="bgr")
@@ -121,6 +125,8 @@ def test_random_sizes_and_modes():
                       mode=st.sampled_from(RESIZE_MODES), seed=st.integers(0, 1000))
     def check(h, w, oh, ow, mode, seed):
         _check(Preprocess(size=(oh, ow), resize=mode, **IMAGENET), [_frame(h, w, seed)])
+        _check(Preprocess(size=(oh, ow), resize=mode, fit="letterbox", fill=(seed % 256, 7, 250), **IMAGENET),
+               [_frame(h, w, seed)])
 
     check()
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -48,4 +49,25 @@ def test_inconsistent_graph_names_are_refused():
     data = _manifest().to_dict()
     data["memory"] = ["cross_key_9"]
     with pytest.raises(BundleError, match="memory tensor 'cross_key_9' is not an encoder output"):
+        Manifest.from_dict(data)
+
+
+def test_letterbox_is_format_4_and_a_stretch_bundle_keeps_its_old_layout():
+    plain = _manifest().to_dict()
+    assert plain["format_version"] == 1 and "fit" not in plain["preprocess"] and "fill" not in plain["preprocess"]
+    boxed = dataclasses.replace(_manifest(), preprocess=Preprocess(size=(32, 32), fit="letterbox", fill=(0, 10, 20)))
+    data = json.loads(json.dumps(boxed.to_dict()))
+    assert data["format_version"] == 4 and data["preprocess"]["fit"] == "letterbox"
+    assert Manifest.from_dict(data) == boxed
+
+
+@pytest.mark.parametrize("preprocess, message", [
+    ({"fit": "pad"}, "'preprocess.fit' must be one of stretch, letterbox, got 'pad'"),
+    ({"fit": "letterbox", "center_crop": True}, "takes no center_crop, shortest_edge or resize_to"),
+    ({"fit": "letterbox", "fill": [0, 300, 0]}, r"'preprocess.fill\[1\]' must be >= 0 and <= 255, got 300"),
+])
+def test_bad_letterbox_fields_are_named(preprocess, message):
+    data = _manifest().to_dict()
+    data["preprocess"].update(preprocess)
+    with pytest.raises(BundleError, match=message):
         Manifest.from_dict(data)

@@ -190,3 +190,29 @@ def test_spec_unknown_resample():
 
 def test_preprocess_spec_is_manifest_preprocess():
     assert isinstance(preprocess_spec(transformers.ViTImageProcessorPil()), Preprocess)
+
+
+@pytest.mark.parametrize("h, w", [(90, 160), (160, 90), (1, 1), (3, 400), (96, 96), (480, 640)])
+def test_letterbox_keeps_the_aspect_and_paints_the_bars(h, w):
+    from edge_caption.preprocess import fit_uint8, letterbox_box
+
+    rng = np.random.default_rng(h * 1000 + w)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    spec = Preprocess(size=(96, 96), fit="letterbox", fill=(200, 30, 90))
+    top, left, nh, nw = letterbox_box(h, w, (96, 96))
+    assert max(nh, nw) == 96 and abs(nw * h - nh * w) <= max(h, w)      # the aspect, to a pixel's rounding
+    out = fit_uint8(rgb, spec)
+    assert out.shape == (96, 96, 3)
+    np.testing.assert_array_equal(out[top:top + nh, left:left + nw], resize_uint8(rgb, (nh, nw), "bilinear"))
+    bars = np.ones((96, 96), bool)
+    bars[top:top + nh, left:left + nw] = False
+    assert (out[bars] == (200, 30, 90)).all()
+    assert abs((96 - nh) - 2 * top) <= 1 and abs((96 - nw) - 2 * left) <= 1      # centred
+
+
+def test_letterbox_bars_follow_the_encoders_channel_order():
+    frame = np.zeros((40, 80, 3), np.uint8)
+    rgb = preprocess([frame], Preprocess(size=(32, 32), fit="letterbox", fill=(255, 0, 0)))[0]
+    bgr = preprocess([frame], Preprocess(size=(32, 32), fit="letterbox", fill=(255, 0, 0), color="bgr"))[0]
+    assert rgb[0, 0, 0] == 1.0 and rgb[2, 0, 0] == 0.0      # red in channel 0 of an RGB encoder's input
+    assert bgr[2, 0, 0] == 1.0 and bgr[0, 0, 0] == 0.0      # and in channel 2 of a BGR one's

@@ -28,7 +28,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"bundle     {bundle.path} ({size_mb:.1f} MB, format {m.format_version}, checksums ok)")
     print(f"model      {m.name}@{m.version} ({m.family}), precision {m.precision}, vocabulary {m.vocab_size}")
     pre = m.preprocess
-    print(f"input      {pre.size[0]}x{pre.size[1]} {pre.color.upper()}, resize {pre.resize}, "
+    fit = f", letterboxed (aspect kept, bars RGB {list(pre.fill)})" if pre.fit == "letterbox" else ""
+    print(f"input      {pre.size[0]}x{pre.size[1]} {pre.color.upper()}, resize {pre.resize}{fit}, "
           f"mean {list(pre.mean)}, std {list(pre.std)}")
     print(f"graphs     encoder: {m.encoder.file}; decoder step: {m.decoder_step.file} "
           f"({len(m.state)} state tensors, {len(m.memory)} memory tensors, "
@@ -137,12 +138,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edge_caption.export.finetune import check_options, finetune, run_family
     from edge_caption.export.train import train
 
-    check_options(init=args.init, method=args.finetune, family=args.family, cell=args.cell)
+    check_options(init=args.init, method=args.finetune, family=args.family, cell=args.cell, fit=args.fit)
     given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every") if getattr(args, k) is not None}
     if args.finetune:
         summary = finetune(args.init, args.out, method=args.finetune, seed=args.seed, overwrite=args.overwrite, **given)
     else:
-        given.update({k: getattr(args, k) for k in ("augment", "empty", "init", "cell") if getattr(args, k) is not None})
+        given.update({k: getattr(args, k) for k in ("augment", "empty", "init", "cell", "fit")
+                      if getattr(args, k) is not None})
         family = args.family or run_family(args.init)
         summary = train(family, args.out, seed=args.seed, overwrite=args.overwrite, **given)
     print(json.dumps(summary, indent=2))
@@ -193,6 +195,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "0 with --empty 0: the generated train split alone)")
     p.add_argument("--empty", type=float, help="share of each batch that is empty views captioned "
                    "'an empty scene' (default 0.12)")
+    p.add_argument("--fit", help="how a frame of another aspect meets the square input, in training and in the "
+                   "exported bundle: stretch (default) | letterbox (aspect kept, grey bars); default with --init: "
+                   "that run's")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import BundleError
 from .loader import build, plain
 
-FORMAT_VERSION = 3      # 2 added `static_step` and `torch_programs`, 3 `prompt`; a bundle is the oldest format that holds it
+FORMAT_VERSION = 4      # 2 added `static_step` and `torch_programs`, 3 `prompt`, 4 letterbox `fit`; a bundle is the oldest format that holds it
 MANIFEST_FILE = "manifest.json"
 
 # Symbolic dimensions used in shapes: B images, N = B x beams rows, T cached tokens, L new tokens.
@@ -33,6 +33,8 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     color: str = "rgb"                          # channel order the encoder expects
+    fit: str = "stretch"                        # stretch: any frame to `size`; letterbox: keep aspect, pad
+    fill: tuple[int, int, int] = (128, 128, 128)    # RGB of letterbox bars (unused by stretch)
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,9 @@ class Manifest:
     def __post_init__(self) -> None:
         # the oldest format that holds this bundle, so that an older runtime still reads a plain one
         newer = self.static_step is not None or self.torch_programs is not None
-        object.__setattr__(self, "format_version", 3 if self.prompt is not None else 2 if newer else 1)
+        letterbox = getattr(self.preprocess, "fit", "stretch") != "stretch"     # None while a load reports problems
+        version = 4 if letterbox else 3 if self.prompt is not None else 2 if newer else 1
+        object.__setattr__(self, "format_version", version)
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +175,8 @@ class Manifest:
         for key in ("static_step", "torch_programs", "prompt"):    # newer formats' fields, absent when unused
             if data[key] is None:
                 del data[key]
+        if self.preprocess.fit == "stretch":            # format 4's fields, absent from older bundles
+            del data["preprocess"]["fit"], data["preprocess"]["fill"]
         return data
 
     @classmethod
@@ -249,6 +255,7 @@ MAX_STATE_ROW = 1 << 24         # elements of one row of one state tensor (its f
 MAX_NEW_TOKENS = 4096
 MAX_BEAMS = 64
 RESIZE_MODES = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+FIT_MODES = ("stretch", "letterbox")
 STATE_DTYPES = ("float32", "float16", "int64", "int32")
 
 
@@ -286,6 +293,13 @@ def _preprocess_ranges(p: Preprocess, prefix: str) -> list[str]:
     elif not p.center_crop and p.resize_to and tuple(p.resize_to) != tuple(p.size):
         problems.append(f"{prefix + 'resize_to'!r} {list(p.resize_to)} must equal size {list(p.size)} without "
                         "center_crop (or be null)")
+    if p.fit not in FIT_MODES:
+        problems.append(f"{prefix + 'fit'!r} must be one of {', '.join(FIT_MODES)}, got {p.fit!r}")
+    elif p.fit == "letterbox" and (p.center_crop or p.shortest_edge or p.resize_to):
+        problems.append(f"{prefix + 'fit'!r} 'letterbox' resizes the whole frame into size; it takes no "
+                        "center_crop, shortest_edge or resize_to")
+    for i, level in enumerate(p.fill):
+        _within(problems, f"{prefix}fill[{i}]", level, 0, 255)
     if p.resize not in RESIZE_MODES:
         problems.append(f"{prefix + 'resize'!r} must be one of {', '.join(RESIZE_MODES)}, got {p.resize!r}")
     if p.color not in ("rgb", "bgr"):

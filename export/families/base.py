@@ -73,8 +73,10 @@ class ReferenceCaptioner(nn.Module):
         return str(self.config.get("name", self.family))
 
     def preprocess(self) -> Preprocess:
+        # config "fit": "letterbox" keeps each frame's aspect (a square stays a square in a 16:9 frame)
         return Preprocess(size=(self.image_size, self.image_size), resize="bilinear", rescale=1 / 255,
-                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), color="rgb")
+                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), color="rgb",
+                          fit=str(self.config.get("fit", "stretch")))
 
     def tokenizer(self):
         """A `tokenizers.Tokenizer` for the vocabulary: word level, the specials first."""

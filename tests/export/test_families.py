@@ -200,7 +200,15 @@ def test_training_goes_on_from_an_earlier_run(tmp_path):
     train("show-tell", tmp_path / "a", steps=2, eval_every=2, batch_size=8, train_count=32, val_count=4, progress=False)
     summary = train("show-tell", tmp_path / "b", steps=2, eval_every=2, batch_size=8, train_count=32, val_count=4,
                     init=tmp_path / "a", augment=0.0, empty=0.0, progress=False)
-    assert summary["init"] == str(tmp_path / "a") and summary["augment"] == 0.0
+    assert summary["init"] == str(tmp_path / "a") and summary["augment"] == 0.0 and summary["fit"] == "stretch"
+    boxed = train("show-tell", tmp_path / "boxed", steps=2, eval_every=2, batch_size=8, train_count=32, val_count=4,
+                  init=tmp_path / "a", fit="letterbox", progress=False)
+    assert boxed["fit"] == "letterbox"
+    bundle = export(families.load(tmp_path / "boxed"), tmp_path / "boxed.ecap", progress=False)
+    manifest = EdgeCaptioner(bundle).manifest
+    assert manifest.preprocess.fit == "letterbox" and manifest.format_version == 4
+    with pytest.raises(ExportError, match="unknown fit 'pad'; choose one of: stretch, letterbox"):
+        train("show-tell", tmp_path / "e", steps=1, fit="pad", progress=False)
     with pytest.raises(ExportError, match="holds a show-tell model.*--family show-tell"):
         train("show-attend-tell", tmp_path / "c", steps=1, init=tmp_path / "a", progress=False)
     with pytest.raises(ExportError, match="shares of a batch"):

@@ -118,6 +118,8 @@ def test_finetune_writes_a_run_export_reads(tiny_run, method, tmp_path):
     ([], "train needs --family"),
     (["--family", "show-tell", "--cell", "gru"], "drop --cell or use --family show-attend-tell"),
     (["--family", "show-attend-tell", "--cell", "rnn"], "choose lstm or gru"),
+    (["--init", "RUN", "--finetune", "scst", "--fit", "letterbox"], "--fit comes from the --init run"),
+    (["--family", "show-tell", "--fit", "pad"], "unknown --fit 'pad'; choose one of: stretch, letterbox"),
     (["--init", "NOT_A_RUN", "--finetune", "scst"], "is not a run written by `edge-caption train`"),
 ])
 def test_cli_refuses_bad_combinations(tiny_run, tmp_path, capsys, argv, message):

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from ...errors import FrameError
-from ...preprocess import _PRECISION, _bands, _center_crop, _lut, _shortest_edge_size, resize_uint8
+from ...preprocess import _PRECISION, _bands, _center_crop, _lut, _shortest_edge_size, letterbox_box, resize_uint8
 
 # A plan step: ("rows", W) resamples the height with W [oh, H]; ("cols", Wt) the width with Wt [W, ow];
-# ("gather", index, (h, w)) picks pixels of the flattened image (index 0 is a zero pixel, then 1 + y*W + x).
+# ("gather", index, (h, w)) picks pixels of the flattened image (index 0 is a zero pixel, then 1 + y*W + x);
+# ("place", fill [3] RGB, (top, left), (h, w)) sets the image into an (h, w) canvas of that colour.
 _Step = tuple
 _PLANS_KEPT = 16          # input sizes whose device-side plans stay cached (a camera has one; photos vary)
 
@@ -65,6 +66,12 @@ def _resize_steps(h: int, w: int, size: tuple[int, int], mode: str) -> list[_Ste
 
 def plan(h: int, w: int, spec: Any) -> list[_Step]:
     """The steps that take an [H,W] frame to `spec.size`, as `preprocess_one` does them (host arrays)."""
+    if spec.fit == "letterbox":
+        top, left, nh, nw = letterbox_box(h, w, tuple(spec.size))
+        steps = _resize_steps(h, w, (nh, nw), spec.resize)
+        if (nh, nw) != tuple(spec.size):
+            steps.append(("place", np.asarray(spec.fill, np.float64), (top, left), tuple(spec.size)))
+        return steps
     if spec.shortest_edge:
         target = _shortest_edge_size(h, w, spec.shortest_edge)
     elif spec.resize_to:
@@ -129,8 +136,9 @@ class DevicePreprocessor:
     def _group(self, frames: list[np.ndarray], swap: bool) -> torch.Tensor:
         """Frames of one size -> [n,3,h,w]: one upload, one pass of each step for the whole group."""
         x = self._upload_frames(frames).permute(0, 3, 1, 2)           # [n,3,H,W] uint8
+        bgr_in = swap != (self.spec.color == "bgr")                    # the frames' own channel order
         for step in self._plan(*frames[0].shape[:2]):
-            x = self._apply(x, step)
+            x = self._apply(x, step, bgr_in)
         if swap:            # resampling treats channels alike, so the swap may come last
             x = x.flip(1)
         # the CPU path's table lookup: lut[c, value] for channel c (index_select: no host-side bounds read)
@@ -148,8 +156,15 @@ class DevicePreprocessor:
         return self._plans[key]
 
     @staticmethod
-    def _apply(x: torch.Tensor, step: _Step) -> torch.Tensor:
+    def _apply(x: torch.Tensor, step: _Step, bgr_in: bool = False) -> torch.Tensor:
         kind, operand = step[0], step[1]
+        if kind == "place":
+            # the frame is still in the caller's channel order here: the RGB fill goes in that order too
+            fill = (operand.flip(0) if bgr_in else operand).to(x.dtype)
+            (top, left), (h, w) = step[2], step[3]
+            canvas = fill.view(1, 3, 1, 1).expand(x.shape[0], 3, h, w).contiguous()
+            canvas[:, :, top:top + x.shape[2], left:left + x.shape[3]] = x
+            return canvas
         if kind == "gather":
             n, c = x.shape[:2]
             flat = torch.nn.functional.pad(x.reshape(n, c, -1), (1, 0))     # index 0: the zero pixel
