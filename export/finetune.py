@@ -34,28 +34,33 @@ DEFAULT_STEPS = 300
 
 def finetune(init: str | Path, out: str | Path, *, method: str, steps: int = DEFAULT_STEPS, batch_size: int = 16,
              draws: int = 5, lr: float | None = None, seed: int = 0, eval_every: int = 100,
-             train_count: int | None = None, val_count: int = 500, judge_warmup: int = 50,
+             train_count: int | None = None, val_count: int = 500, judge_warmup: int = 50, augment: float = 0.0,
              threads: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Fine-tune the run in `init` (a folder `edge-caption train` wrote) by `method` for `steps` batches of
     `batch_size` images x `draws` sampled captions; write the best by val CIDEr to `out` (a training run
-    `edge-caption export --model` reads). `judge_warmup`: discriminator-only steps before "gan" starts."""
+    `edge-caption export --model` reads). `judge_warmup`: discriminator-only steps before "gan" starts.
+    `augment`: the share of each batch drawn by augment.py (objects at any scale, rotation and aspect, as
+    cross-entropy training draws them); 0, the default, fine-tunes on the generated train split alone."""
     if method not in METHODS:
         raise OptionError(f"unknown fine-tuning method {method!r}; choose one of: {', '.join(METHODS)}")
     run_family(init)        # a folder that is not a training run is refused before anything is written
     if draws < 1 or steps < 1 or batch_size < 2:
         raise OptionError(f"steps and draws must be >= 1 and the batch size >= 2 (a mismatched caption comes from "
                           f"another image of the batch); got {steps}, {draws}, {batch_size}")
+    if not 0 <= augment < 1:
+        raise OptionError(f"--augment is the share of a batch that is augmented scenes: 0 <= it < 1, got {augment}")
     from .writer import TRAINING_RUN, staging
 
     with staging(out, overwrite, kind=TRAINING_RUN, sources=[init]) as scratch:
         return _finetune(Path(init), Path(out), scratch, method=method, steps=steps, batch_size=batch_size,
                          draws=draws, lr=lr, seed=seed, eval_every=eval_every, train_count=train_count,
-                         val_count=val_count, judge_warmup=judge_warmup, threads=threads, progress=progress)
+                         val_count=val_count, judge_warmup=judge_warmup, augment=augment, threads=threads,
+                         progress=progress)
 
 
 def _finetune(init: Path, out: Path, scratch: Path, *, method: str, steps: int, batch_size: int, draws: int,
               lr: float | None, seed: int, eval_every: int, train_count: int | None, val_count: int,
-              judge_warmup: int, threads: int | None, progress: bool) -> dict[str, Any]:
+              judge_warmup: int, augment: float, threads: int | None, progress: bool) -> dict[str, Any]:
     import torch
 
     from edge_caption.evaluation.metrics import CiderD
@@ -99,8 +104,14 @@ def _finetune(init: Path, out: Path, scratch: Path, *, method: str, steps: int, 
     say(f"start: val CIDEr {start_scores['CIDEr']:.3f}")
     model.save(scratch)
     bar = _bar(steps, progress, f"finetune {method}")
+    n_augment = round(batch_size * augment)
     for step in range(1, steps + 1):
-        refs, pixels = _images(images, captions, rng, batch_size, model)
+        extra = None
+        if n_augment:
+            from .augment import augmented_batch
+
+            extra = augmented_batch(seed, step, n_augment, 0, model.preprocess())
+        refs, pixels = _images(images, captions, rng, batch_size - n_augment, model, extra)
         drawn = rollout(model, pixels, draws, max_new_tokens=max_new, generator=generator)
         greedy = rollout(model, pixels, 1, greedy=True, max_new_tokens=max_new)
         record = judge_log(refs, pixels, drawn) if method == "gan" else {}
@@ -128,7 +139,8 @@ def _finetune(init: Path, out: Path, scratch: Path, *, method: str, steps: int, 
     bar(0, close=True)
     log.close()
     summary = {"family": model.family, "init": str(init), "finetune": method, "seed": seed, "steps": steps,
-               "batch_size": batch_size, "draws": draws, "lr": lr, "start_val": start_scores, "best_val": best,
+               "batch_size": batch_size, "draws": draws, "lr": lr, "augment": augment, "start_val": start_scores,
+               "best_val": best,
                "improved": best["step"] > 0, "train_time_s": round(time.perf_counter() - started, 1),
                "torch": torch.__version__, "threads": torch.get_num_threads()}
     (scratch / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -145,15 +157,19 @@ def advantages(sampled: np.ndarray, greedy: np.ndarray, draws: int) -> np.ndarra
     return sampled - np.repeat(greedy, draws)
 
 
-def _images(images, captions, rng, size, model):
-    """(each image's reference captions, pixels) of `size` training images drawn at random."""
+def _images(images, captions, rng, size, model, extra=None):
+    """(each image's reference captions, pixels) of `size` training images drawn at random, then
+    `extra`'s (augment.py's BGR frames and captions)."""
     import torch
 
     from edge_caption.preprocess import preprocess
 
     index = rng.integers(0, len(images), size)
-    pixels = torch.from_numpy(preprocess([images[i][..., ::-1] for i in index], model.preprocess()))
-    return [captions[i] for i in index], pixels
+    frames, refs = [images[i] for i in index], [captions[i] for i in index]
+    if extra is not None:
+        frames, refs = frames + list(extra[0]), refs + list(extra[1])
+    pixels = torch.from_numpy(preprocess([f[..., ::-1] for f in frames], model.preprocess()))
+    return refs, pixels
 
 
 def _cider_reward(model, cider):
@@ -200,7 +216,7 @@ def _judge(model, rng, torch, *, lr: float):
 
 
 def check_options(*, init: str | None, method: str | None, family: str | None, cell: str | None,
-                  fit: str | None = None) -> None:
+                  fit: str | None = None, empty: float | None = None) -> None:
     """The CLI's combinations of --init/--finetune/--family/--cell, each refusal saying what to do.
 
     `--init RUN` alone trains RUN further with cross-entropy; with `--finetune` it fine-tunes RUN."""
@@ -216,6 +232,9 @@ def check_options(*, init: str | None, method: str | None, family: str | None, c
     if method and fit:
         raise OptionError("--fit comes from the --init run when fine-tuning (its frames are the square train split): "
                           "drop it, or change it with a cross-entropy run: --init RUN --fit letterbox")
+    if method and empty is not None:
+        raise OptionError("--empty belongs to cross-entropy training; fine-tuning rewards captions of objects: "
+                          "drop it (--augment still mixes in augmented object scenes)")
     if fit and fit not in FIT_MODES:
         raise OptionError(f"unknown --fit {fit!r}; choose one of: {', '.join(FIT_MODES)}")
     if not init and not family:

@@ -138,9 +138,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edge_caption.export.finetune import check_options, finetune, run_family
     from edge_caption.export.train import train
 
-    check_options(init=args.init, method=args.finetune, family=args.family, cell=args.cell, fit=args.fit)
+    check_options(init=args.init, method=args.finetune, family=args.family, cell=args.cell, fit=args.fit,
+                  empty=args.empty)
     given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every") if getattr(args, k) is not None}
     if args.finetune:
+        if args.augment is not None:
+            given["augment"] = args.augment
         summary = finetune(args.init, args.out, method=args.finetune, seed=args.seed, overwrite=args.overwrite, **given)
     else:
         given.update({k: getattr(args, k) for k in ("augment", "empty", "init", "cell", "fit")
@@ -192,7 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, help="validate every N steps (default 500; fine-tuning 100)")
     p.add_argument("--augment", type=float, help="share of each batch that is augmented scenes: any scale, "
                    "rotation, aspect, outlines, textured backgrounds, lighting, blur, noise, JPEG (default 0.5; "
-                   "0 with --empty 0: the generated train split alone)")
+                   "0 with --empty 0: the generated train split alone; with --finetune default 0)")
     p.add_argument("--empty", type=float, help="share of each batch that is empty views captioned "
                    "'an empty scene' (default 0.12)")
     p.add_argument("--fit", help="how a frame of another aspect meets the square input, in training and in the "

@@ -97,9 +97,10 @@ def test_greedy_rollout_is_the_runtime_greedy_decode(tiny_run):
 
 @pytest.mark.parametrize("method", ["scst", "gan"])
 def test_finetune_writes_a_run_export_reads(tiny_run, method, tmp_path):
+    augment = 0.5 if method == "scst" else 0.0      # half of each scst batch from augment.py, as --augment 0.5
     summary = finetune(tiny_run / "init", tmp_path / "run", method=method, steps=2, eval_every=2, batch_size=4,
-                       draws=2, train_count=32, val_count=4, judge_warmup=2, progress=False)
-    assert summary["finetune"] == method and summary["best_val"]["step"] in (0, 2)
+                       draws=2, train_count=32, val_count=4, judge_warmup=2, augment=augment, progress=False)
+    assert summary["finetune"] == method and summary["best_val"]["step"] in (0, 2) and summary["augment"] == augment
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "val" in r] == [0, 2] and "reward" in log[1]
     if method == "gan":
@@ -120,6 +121,8 @@ def test_finetune_writes_a_run_export_reads(tiny_run, method, tmp_path):
     (["--family", "show-attend-tell", "--cell", "rnn"], "choose lstm or gru"),
     (["--init", "RUN", "--finetune", "scst", "--fit", "letterbox"], "--fit comes from the --init run"),
     (["--family", "show-tell", "--fit", "pad"], "unknown --fit 'pad'; choose one of: stretch, letterbox"),
+    (["--init", "RUN", "--finetune", "scst", "--empty", "0.1"], "--empty belongs to cross-entropy training"),
+    (["--init", "RUN", "--finetune", "scst", "--augment", "1.5"], "--augment is the share of a batch"),
     (["--init", "NOT_A_RUN", "--finetune", "scst"], "is not a run written by `edge-caption train`"),
 ])
 def test_cli_refuses_bad_combinations(tiny_run, tmp_path, capsys, argv, message):
