@@ -49,6 +49,8 @@ def _maps(trace: np.ndarray | None, grid: tuple[int, int] | None, spec: Any = No
         return maps
     top, left, nh, nw = letterbox_box(*frame_size, tuple(spec.size))
     h, w = spec.size
+    if (nh, nw) == (h, w):          # a frame of the input's own aspect: no bars, the grid is the frame
+        return maps
     full = [cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in maps]
     return np.ascontiguousarray(np.stack(full)[:, top:top + nh, left:left + nw]) if full else maps
 
@@ -91,8 +93,8 @@ class EdgeCaptioner:
 
         `return_attention=True`: for families that attend (show-attend-tell), `Caption.attention` is
         float32 [tokens, h, w], where each generated token looked over the frame (see
-        `edge_caption.stream.overlay`): the encoder's grid, or for a letterbox bundle that grid at the
-        encoder's pixels cut to the frame's part."""
+        `edge_caption.stream.overlay`): the encoder's grid, or where a letterbox bundle added bars,
+        that grid at the encoder's pixels cut to the frame's part."""
         return self.caption_batch([frame], color=color, return_attention=return_attention, **decoding)[0]
 
     def caption_batch(self, frames: Iterable[Any], *, color: str = "bgr", return_attention: bool = False,

@@ -167,3 +167,5 @@ def test_letterboxed_attention_maps_cover_the_frame_not_the_bars():
     assert boxed.shape == (2, 54, 96)                   # a 16:9 frame fills 54 of the 96 rows, from row 21
     y, x = np.unravel_index(boxed[0].argmax(), boxed[0].shape)
     assert y < 12 and x < 16
+    square = _maps(trace, (6, 6), Preprocess(size=(96, 96), fit="letterbox"), (200, 200))
+    assert square.shape == (2, 6, 6)                    # no bars: the grid is the frame

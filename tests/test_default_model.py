@@ -97,7 +97,9 @@ def _attention_shape(manifest, frame: np.ndarray) -> tuple[int, int]:
     if manifest.preprocess.fit == "letterbox":
         from edge_caption.preprocess import letterbox_box
 
-        return letterbox_box(*frame.shape[:2], manifest.preprocess.size)[2:]
+        part = letterbox_box(*frame.shape[:2], manifest.preprocess.size)[2:]
+        if part != tuple(manifest.preprocess.size):         # bars were added
+            return part
     return manifest.attention_grid
 
 
