@@ -216,7 +216,7 @@ def _judge(model, rng, torch, *, lr: float):
 
 
 def check_options(*, init: str | None, method: str | None, family: str | None, cell: str | None,
-                  fit: str | None = None, empty: float | None = None) -> None:
+                  fit: str | None = None, empty: float | None = None, image_size: int | None = None) -> None:
     """The CLI's combinations of --init/--finetune/--family/--cell, each refusal saying what to do.
 
     `--init RUN` alone trains RUN further with cross-entropy; with `--finetune` it fine-tunes RUN."""
@@ -232,6 +232,9 @@ def check_options(*, init: str | None, method: str | None, family: str | None, c
     if method and fit:
         raise OptionError("--fit comes from the --init run when fine-tuning (its frames are the square train split): "
                           "drop it, or change it with a cross-entropy run: --init RUN --fit letterbox")
+    if method and image_size is not None:
+        raise OptionError("--image-size comes from the --init run when fine-tuning: drop it, or change it with a "
+                          "cross-entropy run: --init RUN --image-size 128")
     if method and empty is not None:
         raise OptionError("--empty belongs to cross-entropy training; fine-tuning rewards captions of objects: "
                           "drop it (--augment still mixes in augmented object scenes)")

@@ -28,15 +28,17 @@ DEFAULT_EMPTY = 0.12
 def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_size: int = 64, lr: float | None = None,
           seed: int = 0, eval_every: int = 500, train_count: int | None = None, val_count: int = 500,
           threads: int | None = None, augment: float = DEFAULT_AUGMENT, empty: float = DEFAULT_EMPTY,
-          init: str | Path | None = None, fit: str | None = None, overwrite: bool = False, progress: bool = True,
-          **model_config: Any) -> dict[str, Any]:
+          init: str | Path | None = None, fit: str | None = None, image_size: int | None = None,
+          overwrite: bool = False, progress: bool = True, **model_config: Any) -> dict[str, Any]:
     """Train `family` for `steps` batches and save the best (by val CIDEr) weights in `out`.
 
     `augment` and `empty` are the shares of each batch that `export/augment.py` draws (augmented
     object scenes, empty views); 0 and 0 train on the generated train split alone. `init`: start from
     the weights of an earlier run (its directory) instead of fresh ones, to train on. `fit`: how frames of
     another aspect meet the square input, "stretch" or "letterbox" (kept aspect, grey bars); None: the
-    `init` run's, else stretch. A run may change it: the weights do not depend on it.
+    `init` run's, else stretch. A run may change it: the weights do not depend on it. `image_size`: the
+    square input's side, a multiple of 16; None: the `init` run's, else 96. A run may change it too: the
+    convolutions carry over and the grid's position embedding is resampled (`ReferenceCaptioner.resized`).
 
     Writes `out/config.json` + `out/weights.pt` (what `edge-caption export --model out` reads),
     `out/train_log.jsonl` (loss every 50 steps, val scores every `eval_every`) and `out/summary.json`,
@@ -50,6 +52,8 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
 
     if fit is not None and fit not in FIT_MODES:
         raise ExportError(f"unknown fit {fit!r}; choose one of: {', '.join(FIT_MODES)}")
+    if image_size is not None:
+        families.check_image_size(image_size)
     if not (0 <= augment and 0 <= empty and augment + empty <= 1):
         raise ExportError(f"augment ({augment}) and empty ({empty}) are shares of a batch: each >= 0, "
                           "together at most 1 (e.g. --augment 0.5 --empty 0.12)")
@@ -58,13 +62,14 @@ def train(family: str, out: str | Path, *, steps: int = DEFAULT_STEPS, batch_siz
     with staging(out, overwrite, kind=TRAINING_RUN, sources=[init] if init is not None else []) as scratch:
         return _train(family, Path(out), scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       eval_every=eval_every, train_count=train_count, val_count=val_count, threads=threads,
-                      augment=augment, empty=empty, init=init, fit=fit, progress=progress, **model_config)
+                      augment=augment, empty=empty, init=init, fit=fit, image_size=image_size, progress=progress,
+                      **model_config)
 
 
 def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int, lr: float | None, seed: int,
            eval_every: int, train_count: int | None, val_count: int, threads: int | None, augment: float,
-           empty: float, init: str | Path | None, fit: str | None, progress: bool, **model_config: Any
-           ) -> dict[str, Any]:
+           empty: float, init: str | Path | None, fit: str | None, image_size: int | None, progress: bool,
+           **model_config: Any) -> dict[str, Any]:
     """train()'s work, written into `scratch`, which becomes `out` when it returns."""
     import torch
 
@@ -78,7 +83,11 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     say = reporter(progress, "train")
 
     images, captions = training_data(train_count, progress=say)
-    model = families.create(family, seed=seed, **model_config) if init is None else _start_from(init, family, seed)
+    if init is None:
+        model = families.create(family, seed=seed, **model_config,
+                                **({} if image_size is None else {"image_size": image_size}))
+    else:
+        model = _start_from(init, family, seed, image_size)
     if fit is not None:
         model.config["fit"] = fit
     vocab = {w: i for i, w in enumerate(model.vocab)}
@@ -136,6 +145,7 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
         extras.close()
     summary = {"family": family, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
                "augment": augment, "empty": empty, "init": None if init is None else str(init), "fit": spec.fit,
+               "image_size": model.image_size,
                "train_images": len(images), "val_images": len(val), "best_val": best,
                "train_time_s": round(time.perf_counter() - started, 1), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters())}
@@ -144,8 +154,9 @@ def _train(family: str, out: Path, scratch: Path, *, steps: int, batch_size: int
     return summary
 
 
-def _start_from(init: str | Path, family: str, seed: int):
-    """The model saved in run directory `init`, to train further (dropout's draws follow `seed`)."""
+def _start_from(init: str | Path, family: str, seed: int, image_size: int | None = None):
+    """The model saved in run directory `init`, to train further (dropout's draws follow `seed`), at
+    `image_size` px if that is given."""
     import torch
 
     from . import families
@@ -153,6 +164,8 @@ def _start_from(init: str | Path, family: str, seed: int):
     model = families.load(init)
     if model.family != family:
         raise ExportError(f"{init} holds a {model.family} model, not {family}; pass --family {model.family}")
+    if image_size is not None and image_size != model.image_size:
+        model = model.resized(image_size)
     torch.manual_seed(seed)
     return model
 

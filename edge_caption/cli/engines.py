@@ -139,14 +139,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edge_caption.export.train import train
 
     check_options(init=args.init, method=args.finetune, family=args.family, cell=args.cell, fit=args.fit,
-                  empty=args.empty)
+                  empty=args.empty, image_size=args.image_size)
     given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every") if getattr(args, k) is not None}
     if args.finetune:
         if args.augment is not None:
             given["augment"] = args.augment
         summary = finetune(args.init, args.out, method=args.finetune, seed=args.seed, overwrite=args.overwrite, **given)
     else:
-        given.update({k: getattr(args, k) for k in ("augment", "empty", "init", "cell", "fit")
+        given.update({k: getattr(args, k) for k in ("augment", "empty", "init", "cell", "fit", "image_size")
                       if getattr(args, k) is not None})
         family = args.family or run_family(args.init)
         summary = train(family, args.out, seed=args.seed, overwrite=args.overwrite, **given)
@@ -201,6 +201,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fit", help="how a frame of another aspect meets the square input, in training and in the "
                    "exported bundle: stretch (default) | letterbox (aspect kept, grey bars); default with --init: "
                    "that run's")
+    p.add_argument("--image-size", type=positive_int, help="the square input's side in px, a multiple of 16 "
+                   "(default 96; with --init: that run's, and another size carries its weights over)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_train)
 

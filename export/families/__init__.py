@@ -12,7 +12,7 @@ from typing import Any
 from edge_caption.errors import ExportError
 
 from .attend import ShowAttendTell
-from .base import BOS, EOS, PAD, WEIGHTS_FILE, ReferenceCaptioner, load_config
+from .base import BOS, EOS, PAD, WEIGHTS_FILE, ReferenceCaptioner, check_image_size, load_config
 from .show_tell import ShowTell
 from .transformer import CnnTransformer
 
@@ -20,7 +20,7 @@ FAMILIES: dict[str, type[ReferenceCaptioner]] = {
     cls.family: cls for cls in (ShowTell, ShowAttendTell, CnnTransformer)
 }
 
-__all__ = ["FAMILIES", "ReferenceCaptioner", "create", "load", "is_model_dir", "PAD", "BOS", "EOS"]
+__all__ = ["FAMILIES", "ReferenceCaptioner", "check_image_size", "create", "load", "is_model_dir", "PAD", "BOS", "EOS"]
 
 
 def create(family: str, *, vocab: list[str] | None = None, seed: int | None = None, **config: Any) -> ReferenceCaptioner:

@@ -34,7 +34,7 @@ class ReferenceCaptioner(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.vocab: list[str] = list(config["vocab"])
-        self.image_size = int(config.get("image_size", 96))
+        self.image_size = check_image_size(config.get("image_size", 96))
 
     # ---- the contract ----------------------------------------------------------------------
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:  # pragma: no cover - abstract
@@ -87,6 +87,18 @@ class ReferenceCaptioner(nn.Module):
     def generation_defaults(self) -> dict[str, Any]:
         return {"max_new_tokens": int(self.config.get("max_new_tokens", 20)), "num_beams": 1}
 
+    def resized(self, image_size: int) -> "ReferenceCaptioner":
+        """This model for a square input of `image_size` px: the same weights, the feature grid's
+        position embedding (`grid_pos`, one row per cell) resampled bilinearly to the new grid, corners
+        on corners. The convolutions do not depend on the size, so training goes on from here."""
+        resized = type(self)({**self.config, "image_size": int(image_size)})
+        weights = self.state_dict()
+        for name, target in resized.state_dict().items():
+            if name.split(".")[-1] == "grid_pos" and weights[name].shape != target.shape:
+                weights[name] = _resample_grid(weights[name], target.shape[1])
+        resized.load_state_dict(weights)
+        return resized.train(self.training)
+
     # ---- persistence -----------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -94,6 +106,22 @@ class ReferenceCaptioner(nn.Module):
         (directory / CONFIG_FILE).write_text(json.dumps({"edge_caption_family": self.family, **self.config}, indent=1))
         torch.save(self.state_dict(), directory / WEIGHTS_FILE)
         return directory
+
+
+def check_image_size(size: Any) -> int:
+    """`size` as the side of a square input, which the CNN's output stride of 16 must divide."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size % 16:
+        raise ExportError(f"image size {size!r} does not fit the CNN's output stride: use a multiple of 16 "
+                          "(96, the default; 128 sees small objects better)")
+    return size
+
+
+def _resample_grid(rows: torch.Tensor, cells: int) -> torch.Tensor:
+    """[1, S*S, C] -> [1, cells, C], a square grid of rows resampled bilinearly, corners on corners."""
+    old, new = round(rows.shape[1] ** 0.5), round(cells ** 0.5)
+    grid = rows.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bilinear", align_corners=True)
+    return grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)
 
 
 def tokenizer_json(vocab: list[str]) -> str:

@@ -209,10 +209,36 @@ def test_training_goes_on_from_an_earlier_run(tmp_path):
     assert manifest.preprocess.fit == "letterbox" and manifest.format_version == 4
     with pytest.raises(ExportError, match="unknown fit 'pad'; choose one of: stretch, letterbox"):
         train("show-tell", tmp_path / "e", steps=1, fit="pad", progress=False)
+    small = train("show-tell", tmp_path / "small", steps=2, eval_every=2, batch_size=8, train_count=32, val_count=4,
+                  init=tmp_path / "a", image_size=64, progress=False)
+    assert small["image_size"] == 64 and families.load(tmp_path / "small").preprocess().size == (64, 64)
+    with pytest.raises(ExportError, match="image size 72 does not fit"):
+        train("show-tell", tmp_path / "f", steps=1, image_size=72, progress=False)
     with pytest.raises(ExportError, match="holds a show-tell model.*--family show-tell"):
         train("show-attend-tell", tmp_path / "c", steps=1, init=tmp_path / "a", progress=False)
     with pytest.raises(ExportError, match="shares of a batch"):
         train("show-tell", tmp_path / "d", steps=1, augment=0.9, empty=0.2, progress=False)
+
+
+@pytest.mark.parametrize("family", ["show-attend-tell", "cnn-transformer"])
+def test_resized_keeps_the_weights_and_resamples_the_grid(family):
+    model = families.create(family, seed=0)
+    with torch.no_grad():
+        model.grid_pos.normal_()
+    big = model.resized(128)
+    assert big.image_size == big.config["image_size"] == 128 and big.preprocess().size == (128, 128)
+    old, new = model.state_dict(), big.state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old if k != "grid_pos")
+    assert new["grid_pos"].shape == (1, 64, old["grid_pos"].shape[2])
+
+    def corners(rows, side):
+        return rows[0].reshape(side, side, -1)[[0, 0, -1, -1], [0, -1, 0, -1]]
+
+    assert torch.allclose(corners(old["grid_pos"], 6), corners(new["grid_pos"], 8))
+    with torch.no_grad():
+        assert 64 in big.encode(torch.zeros(1, 3, 128, 128))[0].shape      # one memory row per cell of 8 x 8
+    with pytest.raises(ExportError, match="image size 100 does not fit.*multiple of 16"):
+        model.resized(100)
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path):

@@ -121,6 +121,8 @@ def test_finetune_writes_a_run_export_reads(tiny_run, method, tmp_path):
     (["--family", "show-attend-tell", "--cell", "rnn"], "choose lstm or gru"),
     (["--init", "RUN", "--finetune", "scst", "--fit", "letterbox"], "--fit comes from the --init run"),
     (["--family", "show-tell", "--fit", "pad"], "unknown --fit 'pad'; choose one of: stretch, letterbox"),
+    (["--init", "RUN", "--finetune", "scst", "--image-size", "128"], "--image-size comes from the --init run"),
+    (["--family", "show-tell", "--image-size", "100"], "image size 100 does not fit the CNN's output stride"),
     (["--init", "RUN", "--finetune", "scst", "--empty", "0.1"], "--empty belongs to cross-entropy training"),
     (["--init", "RUN", "--finetune", "scst", "--augment", "1.5"], "--augment is the share of a batch"),
     (["--init", "NOT_A_RUN", "--finetune", "scst"], "is not a run written by `edge-caption train`"),
