@@ -106,7 +106,7 @@ def _attention_shape(manifest, frame: np.ndarray) -> tuple[int, int]:
 def test_caption_batch_returns_attention_when_asked():
     frames = [cv2.imread(str(DATA / "scene.jpg")), cv2.imread(str(DATA / "sample.jpg"))]
     with EdgeCaptioner() as captioner:
-        assert captioner.manifest.attention_grid == (6, 6)       # the shipped model attends
+        assert captioner.manifest.attention_grid == (8, 8)       # the shipped model attends (128 px in)
         batch = captioner.caption_batch(frames, return_attention=True, num_beams=2)
         alone = [captioner.caption(frame, return_attention=True, num_beams=2) for frame in frames]
         plain = captioner.caption_batch(frames, num_beams=2)

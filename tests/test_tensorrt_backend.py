@@ -177,7 +177,8 @@ def test_per_step_only_ids_go_up_and_logits_come_down(shipped, trt):
     # up: the pixels once, then 8 bytes per row per step (int64 ids); the state never leaves the GPU
     assert counts["h2d_bytes"] == pixels + 8 * sum(rows)
     # down: per row per step the logits and the attention weights (float32), nothing else
-    assert counts["d2h_bytes"] == 4 * (m.vocab_size + 36) * sum(rows)
+    cells = m.attention_grid[0] * m.attention_grid[1]
+    assert counts["d2h_bytes"] == 4 * (m.vocab_size + cells) * sum(rows)
 
 
 def test_capture_failure_falls_back(shipped, trt, monkeypatch, caplog):

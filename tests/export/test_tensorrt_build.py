@@ -46,9 +46,10 @@ def test_build_records_engines_profiles_and_cache(monkeypatch, tmp_path):
     assert step["strongly_typed"]
     # one profile per batch size; rows = images x beams; the memory tensors are one row per image
     assert [p["input_ids"] for p in step["profiles"]] == [[[1, 1], [3, 1], [3, 1]], [[1, 1], [12, 1], [12, 1]]]
-    assert [p["features"][2] for p in step["profiles"]] == [[1, 36, 128], [4, 36, 128]]
+    (h, w), grid = bundle.manifest.preprocess.size, bundle.manifest.attention_grid
+    assert [p["features"][2] for p in step["profiles"]] == [[1, grid[0] * grid[1], 128], [4, grid[0] * grid[1], 128]]
     assert [p["pixel_values"] for p in record(out / engines["encoder"].file)["profiles"]] == \
-        [[[1, 3, 96, 96]] * 3, [[1, 3, 96, 96], [4, 3, 96, 96], [4, 3, 96, 96]]]
+        [[[1, 3, h, w]] * 3, [[1, 3, h, w], [4, 3, h, w], [4, 3, h, w]]]
     assert seen[0] == 0 and seen[1] > 0        # the step engine's build starts from the encoder's cache
     assert len(json.loads(cache.read_bytes())["entries"]) == 2
     # a rebuild in place replaces the engines of the same GPU / TensorRT / precision, reusing the cache
