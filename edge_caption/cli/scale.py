@@ -22,13 +22,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = Server(bundle_only(args), host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                     metrics_port=args.metrics_port, max_batch=args.max_batch, instances=args.instances,
                     model_name=args.model_name, backend=args.backend)
-    # A service manager's SIGTERM stops Triton and removes its workspace, like Ctrl-C does.
+    # A service manager's SIGTERM stops Triton and removes its workspace, like Ctrl-C does. Ctrl-C's
+    # own handler is set too: a shell starts background jobs with SIGINT ignored, and Python keeps it so.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    server.start()
-    print(f"serving model {args.model_name!r} with Triton: HTTP {args.host}:{args.http_port}, "
-          f"gRPC {args.host}:{args.grpc_port}, metrics http://{args.host}:{args.metrics_port}/metrics "
-          f"(Ctrl-C stops)", flush=True)
-    status = server.wait()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:                # a stop at any moment, starting included, leaves no tritonserver and no workspace
+        server.start()
+        print(f"serving model {args.model_name!r} with Triton: HTTP {args.host}:{args.http_port}, "
+              f"gRPC {args.host}:{args.grpc_port}, metrics http://{args.host}:{args.metrics_port}/metrics "
+              f"(Ctrl-C stops)", flush=True)
+        status = server.wait()
+    finally:
+        server.stop()
     return 0 if status in (0, -signal.SIGTERM, -signal.SIGINT) else 1
 
 

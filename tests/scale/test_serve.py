@@ -1,6 +1,9 @@
 """Triton serving: concurrent clients get the in-process captions; bad requests fail alone."""
 from __future__ import annotations
 
+import os
+import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -146,22 +149,38 @@ def test_export_triton_repository_serves_the_same(tmp_path, images, local):
         write_repository(tmp_path / "repo", model_name="captioner")
 
 
+def _read_until(process: subprocess.Popen, text: str, timeout: float) -> str:
+    """What `process` printed up to `text`, or until it exits or `timeout` passes (raw reads: a
+    buffered reader could hold the line select() is waiting for)."""
+    said, deadline = b"", time.monotonic() + timeout
+    while text.encode() not in said:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([process.stdout], [], [], left)[0]:
+            break
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        said += chunk
+    return said.decode(errors="replace")
+
+
 def test_cli_serve_answers_and_stops_on_ctrl_c(images, local):
     ports = free_ports(3)
     command = [sys.executable, "-m", "edge_caption.cli", "serve", "--http-port", str(ports[0]),
                "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # started with SIGINT ignored, as a shell starts a background job (CI's runner may be one): serve
+    # must set its own handler, or Ctrl-C does nothing
+    shell = f"trap '' INT; exec {shlex.join(command)}"
+    process = subprocess.Popen(["sh", "-c", shell], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+        said = _read_until(process, "serving model 'edge_caption'", timeout=120)    # printed once Triton answers
+        assert "serving model 'edge_caption'" in said, said
         client = Client(f"127.0.0.1:{ports[0]}")
-        deadline = time.monotonic() + 120
-        while not client.ready():
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
-            time.sleep(0.3)
+        assert client.ready()
         assert client.caption(images[3]).text == local.caption(images[3]).text
         client.close()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 130
-        assert "serving model 'edge_caption'" in process.stdout.read()
     finally:
         if process.poll() is None:
             process.kill()
